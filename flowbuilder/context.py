@@ -1,0 +1,119 @@
+"""The run context: the only way a node reaches services.
+
+One :class:`RunContext` is made per node execution. It gives the node the artifact
+store, the model cache, settings, progress reporting, cancellation checks and a way to
+run blocking work in a worker thread. Progress and cancellation checks are safe to call
+from worker threads (e.g. inside a token or segment loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from flowbuilder import events
+from flowbuilder.errors import RunCancelled
+
+if TYPE_CHECKING:
+    from flowbuilder.artifacts import ArtifactStore
+    from flowbuilder.models import ModelCache
+    from flowbuilder.providers import ProviderRegistry
+    from flowbuilder.settings import Settings
+
+T = TypeVar("T")
+
+
+class RunContext:
+    """Services for one node execution.
+
+    Attributes:
+        run_id, node_id, node_type: what is running.
+        artifacts: the :class:`~flowbuilder.artifacts.ArtifactStore`.
+        models: the process's :class:`~flowbuilder.models.ModelCache`.
+        providers: chat providers by model-id prefix (``local``, …).
+        settings: the :class:`~flowbuilder.settings.Settings`.
+        log: a logger named after the node type.
+    """
+
+    __slots__ = (
+        "_bus",
+        "_cancel",
+        "_loop",
+        "_node_cancel",
+        "_thread",
+        "artifacts",
+        "log",
+        "models",
+        "node_id",
+        "node_type",
+        "providers",
+        "run_id",
+        "settings",
+    )
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        node_id: str,
+        node_type: str,
+        artifacts: ArtifactStore,
+        models: ModelCache,
+        settings: Settings,
+        providers: ProviderRegistry,
+        bus: events.EventBus,
+        cancel: threading.Event,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.run_id, self.node_id, self.node_type = run_id, node_id, node_type
+        self.artifacts, self.models, self.settings = artifacts, models, settings
+        self.providers = providers
+        self._bus, self._cancel, self._loop = bus, cancel, loop
+        self._node_cancel = threading.Event()
+        self._thread = threading.get_ident()
+        self.log = logging.getLogger(f"flowbuilder.node.{node_type}")
+
+    def progress(
+        self, fraction: float | None = None, message: str = "", delta: str | None = None
+    ) -> None:
+        """Report progress: ``fraction`` in [0, 1] or None, a short message, streamed text.
+
+        Safe from any thread. Also a cancellation point: raises
+        :class:`~flowbuilder.errors.RunCancelled` when the run was cancelled or the node
+        timed out, so loops that report progress stop promptly.
+        """
+        self.check_cancelled()
+        if fraction is not None:
+            fraction = min(1.0, max(0.0, fraction))
+        fields: dict[str, Any] = {
+            "node_id": self.node_id,
+            "fraction": fraction,
+            "message": message,
+            "delta": delta,
+        }
+        if threading.get_ident() == self._thread:
+            self._bus.emit(events.NodeProgress, **fields)
+        else:
+            self._loop.call_soon_threadsafe(lambda: self._bus.emit(events.NodeProgress, **fields))
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set() or self._node_cancel.is_set()
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`~flowbuilder.errors.RunCancelled` if the work should stop."""
+        if self.cancelled:
+            raise RunCancelled(
+                f"node {self.node_id} stopped: the run was cancelled or the node timed out"
+            )
+
+    def stop(self) -> None:
+        """Ask this node's worker threads to stop (used on timeout and cancellation)."""
+        self._node_cancel.set()
+
+    async def to_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking work in a worker thread and await its result."""
+        return await asyncio.to_thread(fn, *args, **kwargs)

@@ -1,0 +1,1 @@
+"""Built-in node packs, one sub-package per field; each exposes ``register(registry)``."""

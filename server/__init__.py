@@ -1,0 +1,1 @@
+"""The NiceGUI app: canvas, flow library, runs, REST API (see the canvas issue)."""
