@@ -157,6 +157,8 @@ class _ProgressView:
         self.tasks: dict[str, TaskID] = {}
         for node_id, pn in plan.nodes.items():
             title = pn.cls.meta.title or pn.type
+            if pn.cls.role is not None:
+                title += f" {pn.params.get('name', pn.cls.role)}"
             self.tasks[node_id] = self.progress.add_task(
                 f"{node_id:>3} {title}",
                 total=None,

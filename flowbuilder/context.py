@@ -42,7 +42,7 @@ class RunContext:
         "_bus",
         "_cancel",
         "_loop",
-        "_node_cancel",
+        "_stopped",
         "_thread",
         "artifacts",
         "log",
@@ -72,7 +72,7 @@ class RunContext:
         self.artifacts, self.models, self.settings = artifacts, models, settings
         self.providers = providers
         self._bus, self._cancel, self._loop = bus, cancel, loop
-        self._node_cancel = threading.Event()
+        self._stopped = False  # set by stop(); a plain flag, read from worker threads
         self._thread = threading.get_ident()
         self.log = logging.getLogger(f"flowbuilder.node.{node_type}")
 
@@ -101,7 +101,7 @@ class RunContext:
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set() or self._node_cancel.is_set()
+        return self._stopped or self._cancel.is_set()
 
     def check_cancelled(self) -> None:
         """Raise :class:`~flowbuilder.errors.RunCancelled` if the work should stop."""
@@ -112,7 +112,7 @@ class RunContext:
 
     def stop(self) -> None:
         """Ask this node's worker threads to stop (used on timeout and cancellation)."""
-        self._node_cancel.set()
+        self._stopped = True
 
     async def to_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work in a worker thread and await its result."""

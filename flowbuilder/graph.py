@@ -201,6 +201,8 @@ def parse_graph(text: str | bytes, *, path: str | None = None) -> Graph:
         ) from None
     except UnicodeDecodeError as exc:
         raise GraphFileError(f"not UTF-8 text: {exc.reason}", path=path) from None
+    except RecursionError:
+        raise GraphFileError("not a graph: JSON nested too deeply", path=path) from None
     return graph_from_data(data, path=path)
 
 
@@ -279,6 +281,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; give the file the mode it had, or the usual umask mode.
+        try:
+            mode = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

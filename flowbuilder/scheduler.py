@@ -25,6 +25,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,13 +123,15 @@ class Scheduler:
         self.artifacts, self.models, self.settings = artifacts, models, settings
         self.providers = providers
         self.cache = cache
-        self._heavy: dict[int, asyncio.Semaphore] = {}
+        self._heavy: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _heavy_limit(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
-        sem = self._heavy.get(id(loop))
+        sem = self._heavy.get(loop)
         if sem is None:
-            sem = self._heavy[id(loop)] = asyncio.Semaphore(self.settings.heavy_concurrency)
+            sem = self._heavy[loop] = asyncio.Semaphore(self.settings.heavy_concurrency)
         return sem
 
     async def execute(
@@ -246,28 +249,26 @@ class _Run:
                 if failed_deps:
                     self._skip(pn, f"it depends on node {min(failed_deps)}, which failed")
                     continue
-                self._start(pn)
+                try:
+                    self._start(pn)
+                except Exception as exc:  # a pack's hook (fingerprint, …) failing
+                    log.exception("node %s (%s) could not start", pn.id, pn.type)
+                    self._fail(pn, describe_error(exc))
 
     def _skip(self, pn: PlannedNode, reason: str) -> None:
         self.bad.add(pn.id)
         self.result.node_status[pn.id] = "skipped"
         self.bus.emit(events.NodeSkipped, node_id=pn.id, node_type=pn.type, reason=reason)
+        self._release(pn)
         self.ts.done(pn.id)
 
     def _start(self, pn: PlannedNode) -> None:
-        wired: dict[str, Any] = {}
-        in_keys: dict[str, tuple[str, str]] = {}
-        for name, (src, out) in pn.wires.items():
-            wired[name] = self.values[src][out]
-            in_keys[name] = (self.keys[src], out)
+        wired = {name: self.values[src][out] for name, (src, out) in pn.wires.items()}
         params = pn.params
         if pn.id in self.bound:
             params = {**params, "value": self.bound[pn.id]}
-        key_params = params
-        if pn.cls.fingerprint.__func__ is not Node.fingerprint.__func__:  # type: ignore[attr-defined]
-            key_params = {**params, "\0fingerprint": pn.cls.fingerprint(params)}
-        key = node_key(pn.type, pn.cls.meta.version, key_params, in_keys, pn.cls.meta.deterministic)
-        self.keys[pn.id] = key
+        # keys are only read by the cache; without it, skip the hashing
+        key = self._key(pn, params) if self.use_cache else ""
         if pn.bypassed:
             try:
                 self._complete(pn, _bypass(pn, wired), "done")
@@ -294,6 +295,17 @@ class _Run:
         )
         task = self.loop.create_task(self._run_node(pn, ctx, {**params, **wired}))
         self.running[pn.id] = (task, ctx)
+
+    def _key(self, pn: PlannedNode, params: dict[str, Any]) -> str:
+        """``pn``'s cache key (see :func:`~flowbuilder.cache.node_key`), remembered for
+        the nodes that read its outputs."""
+        in_keys = {name: (self.keys[src], out) for name, (src, out) in pn.wires.items()}
+        key_params = params
+        if pn.cls.fingerprint.__func__ is not Node.fingerprint.__func__:  # type: ignore[attr-defined]
+            key_params = {**params, "\0fingerprint": pn.cls.fingerprint(params)}
+        key = node_key(pn.type, pn.cls.meta.version, key_params, in_keys, pn.cls.meta.deterministic)
+        self.keys[pn.id] = key
+        return key
 
     async def _run_node(self, pn: PlannedNode, ctx: RunContext, values: dict[str, Any]) -> None:
         t0 = time.perf_counter()
@@ -335,19 +347,29 @@ class _Run:
         self, pn: PlannedNode, ctx: RunContext, inputs: BaseModel, timeout: float | None
     ) -> dict[str, Any]:
         node = pn.cls()
+        limit: asyncio.Timeout | None = None
         try:
-            async with asyncio.timeout(timeout):
-                if pn.cls.meta.heavy:
-                    async with self.s._heavy_limit():
+            if timeout is None and not pn.cls.meta.heavy:
+                out = await node.run(ctx, inputs)  # the common case, without the wrappers
+            else:
+                async with asyncio.timeout(timeout) as limit:
+                    if pn.cls.meta.heavy:
+                        async with self.s._heavy_limit():
+                            out = await node.run(ctx, inputs)
+                    else:
                         out = await node.run(ctx, inputs)
-                else:
-                    out = await node.run(ctx, inputs)
         except TimeoutError:
+            if limit is None or not limit.expired():
+                raise  # the node's own timeout (e.g. a remote call's), with its message
             ctx.stop()
             raise TimeoutError(f"timed out after {timeout:g} s") from None
         if not isinstance(out, pn.cls.Outputs):
             out = pn.cls.Outputs.model_validate(out)
-        return dict(out)
+        # What dict(out) gives (fields, then any extras), without pydantic's slow __iter__.
+        values = dict(out.__dict__)
+        if out.model_extra:
+            values.update(out.model_extra)
+        return values
 
     # ---- finishing nodes -------------------------------------------------------------
 
@@ -385,6 +407,7 @@ class _Run:
             self.result.failed_node, self.result.error = node_id, message
         if not self.keep_going:
             self.stop = True
+        self._release(pn)
         self.ts.done(node_id)
 
     def _complete(self, pn: PlannedNode, outputs: dict[str, Any], status: str) -> None:
@@ -394,11 +417,19 @@ class _Run:
             self.result.node_outputs[pn.id] = outputs
         if pn.id in self.output_nodes:
             self.result.outputs[self.output_nodes[pn.id]] = outputs.get("value")
-        for src, _ in pn.wires.values():
+        self._release(pn)
+        self.ts.done(pn.id)
+
+    def _release(self, pn: PlannedNode) -> None:
+        """``pn`` will not read its inputs again: free values nobody else still needs.
+
+        ``remaining`` counts consuming *nodes* (``Plan.consumers``), so a node that reads
+        one source on several ports releases it once.
+        """
+        for src in self.plan.deps[pn.id]:
             self.remaining[src] -= 1
             if self.remaining[src] == 0 and not self.keep_outputs:
                 self.values.pop(src, None)
-        self.ts.done(pn.id)
 
     async def _cancel_running(self) -> None:
         tasks = []

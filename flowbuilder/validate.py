@@ -247,10 +247,17 @@ def _check_links(
         if origin is None or target is None:
             continue
         src, dst = planned.get(origin.key), planned.get(target.key)
-        if src is None or dst is None:
+        if dst is None:
             continue  # unknown type, already reported
-        out_names = _output_slot_names(origin, src.cls)
         in_names = _input_slot_names(target, dst.cls)
+        if src is None:
+            # The origin's type is unknown (already reported), but the input is linked:
+            # it must not also be reported as missing.
+            slot = link.target_slot
+            if 0 <= slot < len(in_names) and in_names[slot] in dst.cls.input_specs():
+                dst.wires.setdefault(in_names[slot], (origin.key, ""))
+            continue
+        out_names = _output_slot_names(origin, src.cls)
         if (
             not 0 <= link.origin_slot < len(out_names)
             or out_names[link.origin_slot] not in src.cls.output_types()
@@ -307,7 +314,8 @@ def _check_links(
                     in_name,
                 )
             )
-            continue
+        # Wired even when incompatible (the issue above already stops the plan), so the
+        # input is not reported as missing too.
         dst.wires[in_name] = (origin.key, out_name)
 
 
@@ -343,7 +351,8 @@ def _signature(
         role = getattr(p.cls, "role", None)
         if role is None or p.mode == MODE_NEVER:
             continue
-        name = str(p.params.get("name", ""))
+        name_spec = p.cls.input_specs().get("name")
+        name = str(p.params.get("name", name_spec.default if name_spec else ""))
         table: dict[str, Any] = inputs if role == "input" else outputs
         if name in table:
             issues.append(

@@ -88,6 +88,10 @@ class LocalProvider:
                     f"the prompt is about {prompt_tokens} tokens; with max_tokens "
                     f"{request.max_tokens} it exceeds the context of {N_CTX}"
                 )
+            # Forget the previous prompt: llama.cpp reuses a matching prefix of its KV
+            # cache, which changes the logits slightly, so the same seed could give a
+            # different answer. Determinism is worth re-reading a short prompt.
+            llm.reset()
             stream = llm.create_chat_completion(
                 messages=messages,
                 temperature=request.temperature,
