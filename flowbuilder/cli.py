@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from flowbuilder import events
+from flowbuilder.cli_providers import models_app, providers_app, secrets_app
 from flowbuilder.engine import Engine, to_jsonable
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError, Issue
 from flowbuilder.graph import load_graph
@@ -341,6 +342,25 @@ def list_nodes(
             escape("\n".join(f"{p['name']}: {p['type']}" for p in e["outputs"])),
         )
     out.print(table)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps it local")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+) -> None:
+    """Start the web app: canvas, flow library, runs, and the HTTP API."""
+    _setup_logging(False)
+    from server.app import serve as serve_app
+
+    serve_app(host=host, port=port)
+
+
+app.add_typer(secrets_app, name="secrets")
+app.add_typer(providers_app, name="providers")
+app.add_typer(models_app, name="models")
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from flowbuilder import events
 from flowbuilder.artifacts import ArtifactStore
@@ -27,7 +27,9 @@ from flowbuilder.providers import default_providers
 from flowbuilder.registry import Registry, default_registry
 from flowbuilder.scheduler import CancelToken, RunResult, Scheduler
 from flowbuilder.settings import Settings
-from flowbuilder.types import REF_CLASSES, ArtifactRef, python_type
+from flowbuilder.types import REF_CLASSES, ArtifactRef, python_type, to_jsonable
+
+__all__ = ["Engine", "to_jsonable"]
 from flowbuilder.validate import Plan, compile_graph
 
 
@@ -159,14 +161,3 @@ class Engine:
             cancel=cancel,
             keep_outputs=keep_outputs,
         )
-
-
-def to_jsonable(value: Any) -> Any:
-    """Output values as plain JSON data (artifact refs become their dict form)."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, dict):
-        return {k: to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
-    return value

@@ -13,9 +13,15 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
+
+from flowbuilder.types import summarise
 
 log = logging.getLogger(__name__)
+
+
+def _summarise(cls: type, value: Any) -> Any:
+    return {k: summarise(v) for k, v in value.items()} if isinstance(value, dict) else value
 
 
 class _Event(BaseModel):
@@ -51,16 +57,27 @@ class NodeProgress(_Event):
 
 
 class NodeCached(_Event):
+    """A node served from the cache; ``outputs`` as in :class:`NodeFinished`."""
+
     type: Literal["node_cached"] = "node_cached"
     node_id: str
     node_type: str
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+    _summary = field_validator("outputs", mode="before")(_summarise)
 
 
 class NodeFinished(_Event):
+    """A node finished; ``outputs`` is a small JSON summary of what it produced
+    (long text cut, artifacts as their references) for previews."""
+
     type: Literal["node_finished"] = "node_finished"
     node_id: str
     node_type: str
     elapsed_s: float
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+    _summary = field_validator("outputs", mode="before")(_summarise)
 
 
 class NodeFailed(_Event):

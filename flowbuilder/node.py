@@ -196,6 +196,29 @@ class Node:
         return {}
 
     @classmethod
+    def is_heavy(cls, inputs: Any) -> bool:
+        """Whether this execution (with these validated ``inputs``) is model work bounded
+        by the per-device limit. Defaults to ``meta.heavy``; the LLM node says False for
+        remote providers, so API calls run side by side."""
+        return cls.meta.heavy
+
+    @classmethod
+    def _dynamic_types(cls, params: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, str]]]:
+        """For each choice parameter that changes port types: value → {port: type}."""
+        if cls.resolve_types.__func__ is Node.resolve_types.__func__:  # type: ignore[attr-defined]
+            return {}
+        defaults = {p["name"]: p["default"] for p in params}
+        dynamic: dict[str, dict[str, dict[str, str]]] = {}
+        for param in params:
+            choices = param["schema"].get("enum")
+            if not choices:
+                continue
+            by_value = {str(v): cls.resolve_types({**defaults, param["name"]: v}) for v in choices}
+            if len({tuple(sorted(m.items())) for m in by_value.values()}) > 1:
+                dynamic[param["name"]] = by_value
+        return dynamic
+
+    @classmethod
     def description(cls) -> str:
         """The first paragraph of the class docstring, for tooltips and the catalogue."""
         doc = inspect.getdoc(cls) or ""
@@ -236,6 +259,7 @@ class Node:
                 entry["schema"] = field_schema
                 params.append(entry)
         return {
+            "dynamic": cls._dynamic_types(params),
             "type": cls.meta.type,
             "version": cls.meta.version,
             "category": cls.meta.category,

@@ -40,8 +40,9 @@ from flowbuilder.errors import FlowbuilderError, NodeError, RetryableError, RunC
 from flowbuilder.models import ModelCache
 from flowbuilder.node import Node
 from flowbuilder.providers import ProviderRegistry
+from flowbuilder.secrets import redact
 from flowbuilder.settings import Settings
-from flowbuilder.types import compatible
+from flowbuilder.types import compatible, summarise
 from flowbuilder.validate import Plan, PlannedNode
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,11 @@ class CancelToken:
 
 
 def describe_error(exc: BaseException) -> str:
-    """A user-facing sentence for an exception raised by a node."""
+    """A user-facing sentence for an exception raised by a node (secret values redacted)."""
+    return redact(_describe_error(exc))
+
+
+def _describe_error(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         parts = [f"'{'.'.join(str(p) for p in e['loc'])}': {e['msg']}" for e in exc.errors()]
         return "invalid value for " + "; ".join(parts)
@@ -213,7 +218,7 @@ class _Run:
         self.bus.emit(
             events.RunStarted,
             node_count=len(self.plan.nodes),
-            inputs={k: _summary(v) for k, v in self.bound.items()},
+            inputs={k: summarise(v) for k, v in self.bound.items()},
         )
         self.ts = graphlib.TopologicalSorter(self.plan.deps)
         self.ts.prepare()
@@ -278,7 +283,7 @@ class _Run:
         if self.use_cache:
             hit = self.s.cache.get(key)  # type: ignore[union-attr]
             if hit is not None:
-                self.bus.emit(events.NodeCached, node_id=pn.id, node_type=pn.type)
+                self.bus.emit(events.NodeCached, node_id=pn.id, node_type=pn.type, outputs=hit)
                 self._complete(pn, hit, "cached")
                 return
         ctx = RunContext(
@@ -349,11 +354,12 @@ class _Run:
         node = pn.cls()
         limit: asyncio.Timeout | None = None
         try:
-            if timeout is None and not pn.cls.meta.heavy:
+            heavy = pn.cls.is_heavy(inputs)
+            if timeout is None and not heavy:
                 out = await node.run(ctx, inputs)  # the common case, without the wrappers
             else:
                 async with asyncio.timeout(timeout) as limit:
-                    if pn.cls.meta.heavy:
+                    if heavy:
                         async with self.s._heavy_limit():
                             out = await node.run(ctx, inputs)
                     else:
@@ -386,7 +392,11 @@ class _Run:
             if self.use_cache and pn.cls.meta.deterministic:
                 self.s.cache.put(self.keys[node_id], outputs)  # type: ignore[union-attr]
             self.bus.emit(
-                events.NodeFinished, node_id=node_id, node_type=pn.type, elapsed_s=elapsed
+                events.NodeFinished,
+                node_id=node_id,
+                node_type=pn.type,
+                elapsed_s=elapsed,
+                outputs=outputs,
             )
             self._complete(pn, outputs, "done")
             return
@@ -463,7 +473,7 @@ class _Run:
             self.bus.emit(
                 events.RunFinished,
                 elapsed_s=elapsed,
-                outputs={k: _summary(v) for k, v in r.outputs.items()},
+                outputs={k: summarise(v) for k, v in r.outputs.items()},
             )
         return r
 
@@ -482,14 +492,3 @@ def _bypass(pn: PlannedNode, wired: dict[str, Any]) -> dict[str, Any]:
                 f"node {pn.id} is bypassed but has no input to pass to output '{out_name}'"
             )
     return outputs
-
-
-def _summary(value: Any) -> Any:
-    """A small JSON-friendly version of a value for events (long text cut)."""
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, str) and len(value) > 500:
-        return value[:500] + "…"
-    if isinstance(value, list | dict) and len(str(value)) > 2000:
-        return f"<{type(value).__name__} of {len(value)} items>"
-    return value

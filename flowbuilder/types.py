@@ -204,3 +204,34 @@ def port_type_of(annotation: Any) -> str:
 
 # A JSON value. Used as an annotation marker for ``json`` ports.
 JSONValue = Union[dict[str, Any], list[Any], str, int, float, bool, None]  # noqa: UP007
+
+
+def to_jsonable(value: Any) -> Any:
+    """Values as plain JSON data (artifact refs and other models become dicts)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def summarise(value: Any, *, max_text: int = 2000, max_items: int = 50) -> Any:
+    """A small JSON version of a value for events and previews.
+
+    Text longer than ``max_text`` characters is cut (with "…"); lists keep their first
+    ``max_items`` items (a final string says how many more there were).
+    """
+    if isinstance(value, str):
+        return value if len(value) <= max_text else value[:max_text] + "…"
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: summarise(v, max_text=500, max_items=20) for k, v in list(value.items())[:50]}
+    if isinstance(value, list | tuple):
+        items = [summarise(v, max_text=500, max_items=20) for v in value[:max_items]]
+        if len(value) > max_items:
+            items.append(f"… {len(value) - max_items} more")
+        return items
+    return value

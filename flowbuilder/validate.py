@@ -222,6 +222,11 @@ def _check_params(node: GraphNode, cls: type[Node], issues: list[Issue]) -> dict
                     key,
                 )
             )
+    # Parameters left out take their defaults, so a default written out and a default
+    # left implicit give the same plan (and the same cache key).
+    for name, spec in specs.items():
+        if spec.kind != PORT and not spec.required and name not in params:
+            params[name] = spec.info.get_default(call_default_factory=True)
     return params
 
 

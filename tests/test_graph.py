@@ -282,7 +282,7 @@ def test_parameters_are_read_from_properties_never_from_widgets_values(
     plan = compile_graph(graph, registry)
 
     assert plan.nodes["1"].params == {"text": "hello"}
-    assert "template" not in plan.nodes["2"].params  # the declared default is used
+    assert plan.nodes["2"].params == {"template": "{{ text }}"}  # the declared default
     saved = json.loads(graph.dumps())["nodes"]
     assert saved[0]["widgets_values"] == ["stale widget text"]
     assert saved[1]["widgets_values"] == ["{{ text }}!!"]

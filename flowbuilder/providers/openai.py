@@ -1,0 +1,242 @@
+"""The ``openai`` and ``openai_compatible`` providers, with the official ``openai`` SDK.
+
+One class serves the OpenAI API and any server speaking its wire format (Ollama, vLLM,
+LM Studio, llama.cpp server) at a configured ``base_url``. Answers always stream
+(``stream_options.include_usage`` for token counts), so tokens arrive as progress and a
+cancelled node closes the HTTP stream at once. Faults are mapped as described in
+:mod:`flowbuilder.providers.remote`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from flowbuilder.providers import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingResult,
+    EmbedRequest,
+    ProgressCallback,
+    TokenCallback,
+    Usage,
+)
+from flowbuilder.providers.config import Endpoint
+from flowbuilder.providers.remote import (
+    api_key,
+    connection_error,
+    refused_error,
+    status_error,
+    timeout_error,
+)
+from flowbuilder.secrets import SecretStore
+
+if TYPE_CHECKING:
+    from flowbuilder.context import RunContext
+
+EMBED_BATCH = 256
+
+
+class OpenAIProvider:
+    """Chat and embeddings through an OpenAI-format endpoint (see the module docstring)."""
+
+    def __init__(self, endpoint: Endpoint, secrets: SecretStore) -> None:
+        self.endpoint, self.secrets = endpoint, secrets
+        self.name = endpoint.name
+
+    @asynccontextmanager
+    async def _client(self, credential: str | None, timeout_s: float | None) -> AsyncIterator[Any]:
+        """A client for one call; closed (with its connections) when the call ends.
+
+        Clients are not kept between calls: their connection pools belong to one event
+        loop, and each run may use another.
+        """
+        import openai
+
+        key = api_key(self.endpoint, self.secrets, credential)
+        client = openai.AsyncOpenAI(
+            api_key=key,
+            base_url=self.endpoint.base_url,
+            timeout=openai.Timeout(
+                timeout_s or self.endpoint.timeout_s, connect=self.endpoint.connect_timeout_s
+            ),
+            max_retries=0,
+        )
+        async with client:
+            yield client
+
+    def _params(self, model: str, request: ChatRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "model": model,
+            "messages": [m.model_dump() for m in request.messages],
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+        }
+        # OpenAI's own API takes max_completion_tokens (max_tokens is refused by its
+        # reasoning models); compatible servers know max_tokens.
+        if self.endpoint.kind == "openai":
+            params["max_completion_tokens"] = request.max_tokens
+        else:
+            params["max_tokens"] = request.max_tokens
+        if request.stop:
+            params["stop"] = request.stop
+        if request.seed is not None:
+            params["seed"] = request.seed
+        if request.json_schema is not None:
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": request.json_schema, "strict": False},
+            }
+        elif request.json_mode:
+            params["response_format"] = {"type": "json_object"}
+        return params
+
+    async def chat(
+        self,
+        ctx: RunContext,
+        model: str,
+        request: ChatRequest,
+        on_token: TokenCallback | None = None,
+    ) -> ChatResult:
+        import openai
+
+        timeout = request.timeout_s or self.endpoint.timeout_s
+        pieces: list[str] = []
+        refusal: list[str] = []
+        usage = Usage()
+        finish = "stop"
+        answered_by = model
+        started = False
+        try:
+            async with self._client(request.credential, request.timeout_s) as client:
+                stream = await client.chat.completions.create(
+                    **self._params(model, request),
+                    stream=True,
+                    stream_options={"include_usage": True},
+                )
+                async with stream:
+                    async for chunk in stream:
+                        started = True
+                        answered_by = chunk.model or answered_by
+                        if chunk.usage is not None:
+                            usage = Usage(
+                                prompt_tokens=chunk.usage.prompt_tokens or 0,
+                                completion_tokens=chunk.usage.completion_tokens or 0,
+                            )
+                        if not chunk.choices:
+                            continue
+                        choice = chunk.choices[0]
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+                        delta = choice.delta
+                        if getattr(delta, "refusal", None):
+                            refusal.append(delta.refusal)
+                        if delta.content:
+                            pieces.append(delta.content)
+                            if on_token is not None:
+                                on_token(delta.content)
+        except openai.APIStatusError as exc:
+            raise status_error(
+                self.endpoint,
+                model,
+                exc.status_code,
+                exc.body,
+                exc.response.headers,
+                exc.message,
+                request.credential,
+            ) from None
+        except openai.APITimeoutError:
+            raise timeout_error(self.endpoint, model, timeout) from None
+        except openai.APIConnectionError as exc:
+            raise connection_error(self.endpoint, model, exc, streaming=started) from None
+        except openai.APIError as exc:  # an error event inside the stream
+            raise status_error(
+                self.endpoint, model, 500, exc.body, None, exc.message, request.credential
+            ) from None
+        if refusal:
+            raise refused_error(self.endpoint, model, "".join(refusal))
+        if finish == "content_filter":
+            raise refused_error(self.endpoint, model, "its content filter stopped the answer")
+        if usage.completion_tokens == 0 and pieces:
+            usage = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=len(pieces))
+        return ChatResult(
+            text="".join(pieces), usage=usage, finish_reason=finish, model=answered_by
+        )
+
+    async def embed(
+        self,
+        ctx: RunContext,
+        model: str,
+        request: EmbedRequest,
+        on_progress: ProgressCallback | None = None,
+    ) -> EmbeddingResult:
+        import openai
+
+        timeout = request.timeout_s or self.endpoint.timeout_s
+        vectors: list[list[float]] = []
+        tokens = 0
+        total = len(request.texts)
+        try:
+            async with self._client(request.credential, request.timeout_s) as client:
+                for start in range(0, total, EMBED_BATCH):
+                    ctx.check_cancelled()
+                    batch = request.texts[start : start + EMBED_BATCH]
+                    response = await client.embeddings.create(
+                        model=model, input=batch, encoding_format="float"
+                    )
+                    data = sorted(response.data, key=lambda d: d.index)
+                    vectors.extend(list(map(float, d.embedding)) for d in data)
+                    if response.usage is not None:
+                        tokens += response.usage.prompt_tokens or 0
+                    if on_progress is not None:
+                        on_progress(min(start + EMBED_BATCH, total), total)
+        except openai.APIStatusError as exc:
+            raise status_error(
+                self.endpoint,
+                model,
+                exc.status_code,
+                exc.body,
+                exc.response.headers,
+                exc.message,
+                request.credential,
+            ) from None
+        except openai.APITimeoutError:
+            raise timeout_error(self.endpoint, model, timeout) from None
+        except openai.APIConnectionError as exc:
+            raise connection_error(self.endpoint, model, exc, streaming=False) from None
+        if request.normalize:
+            vectors = [_unit(v) for v in vectors]
+        dims = len(vectors[0]) if vectors else 0
+        return EmbeddingResult(
+            vectors=vectors, dimensions=dims, usage=Usage(prompt_tokens=tokens), model=model
+        )
+
+    async def list_models(self, credential: str | None = None) -> list[str]:
+        """The model ids the endpoint offers (``GET /models``), sorted.
+
+        Raises the same errors as :meth:`chat` (e.g. NodeError for a wrong key).
+        """
+        import openai
+
+        try:
+            async with self._client(credential, None) as client:
+                return sorted([m.id async for m in client.models.list()])
+        except openai.APIStatusError as exc:
+            raise status_error(
+                self.endpoint,
+                "*",
+                exc.status_code,
+                exc.body,
+                exc.response.headers,
+                exc.message,
+                credential,
+            ) from None
+        except openai.APIConnectionError as exc:
+            raise connection_error(self.endpoint, "*", exc, streaming=False) from None
+
+
+def _unit(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector

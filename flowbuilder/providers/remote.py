@@ -1,0 +1,246 @@
+"""What the remote providers share: endpoints as providers, API keys, and faults.
+
+Fault handling (the same for OpenAI, Anthropic and OpenAI-compatible servers):
+
+- the SDKs' own retries are off (``max_retries=0``); a transient fault raises
+  :class:`~flowbuilder.errors.RetryableError` and the scheduler retries the node with
+  exponential back-off and full jitter, or after the ``Retry-After`` the server gave
+  (``retry-after-ms`` or ``retry-after`` in seconds or as an HTTP date) — so every retry
+  is an event (``node_started`` with ``attempt``) a user sees;
+- transient: HTTP 408, 409, 429 (not ``insufficient_quota``), 5xx (and Anthropic's 529
+  "overloaded"), connection refused or dropped (also in the middle of a stream), and
+  connect/read timeouts;
+- not retried: 400, 401, 403, 404, 413, 422 — each with a sentence saying what to do
+  (wrong key, unknown model, prompt too long, refused request);
+- a ``Retry-After`` longer than :data:`MAX_RETRY_AFTER_S` is not waited for.
+
+Every message goes through :func:`flowbuilder.secrets.redact`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from flowbuilder.errors import NodeError, RetryableError
+from flowbuilder.providers import ChatProvider, ContextTooLong
+from flowbuilder.providers.config import Endpoint, ProviderConfig
+from flowbuilder.secrets import SecretStore, redact
+
+MAX_RETRY_AFTER_S = 60.0
+NO_KEY = "no-key"
+"""Sent as the API key to endpoints configured without one (the openai SDK insists on
+a key; Ollama, vLLM and llama.cpp ignore it)."""
+
+_CONTEXT_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context length",
+    "context window",
+    "prompt is too long",
+    "too many tokens",
+    "input is too long",
+)
+
+
+class RemoteProviders:
+    """A :class:`~flowbuilder.providers.ProviderSource`: one provider per endpoint in
+    effect, rebuilt when the endpoint's settings change."""
+
+    def __init__(self, config: ProviderConfig, secrets: SecretStore) -> None:
+        self.config, self.secrets = config, secrets
+        self._cache: dict[str, tuple[Endpoint, ChatProvider]] = {}
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        return list(self.config.endpoints())
+
+    def get(self, name: str) -> ChatProvider | None:
+        endpoint = self.config.get(name)
+        if endpoint is None:
+            return None
+        with self._lock:
+            cached = self._cache.get(name)
+            if cached is not None and cached[0] == endpoint:
+                return cached[1]
+            provider: ChatProvider
+            if endpoint.kind == "anthropic":
+                from flowbuilder.providers.anthropic import AnthropicProvider
+
+                provider = AnthropicProvider(endpoint, self.secrets)
+            else:
+                from flowbuilder.providers.openai import OpenAIProvider
+
+                provider = OpenAIProvider(endpoint, self.secrets)
+            self._cache[name] = (endpoint, provider)
+            return provider
+
+
+def api_key(endpoint: Endpoint, secrets: SecretStore, credential: str | None) -> str:
+    """The API key for a call: the node's ``credential``, else the endpoint's secret.
+
+    Raises:
+        NodeError: the named secret is neither stored nor in the environment.
+    """
+    name = credential or endpoint.api_key_secret
+    if name is None:
+        return NO_KEY
+    found = secrets.resolve(name)
+    if found is None:
+        raise NodeError(
+            f"no API key for {endpoint.label}: the secret '{name}' is not set. Store it with "
+            f"`flowbuilder secrets set {name}` (or the settings page), or set the "
+            f"environment variable {name}"
+        )
+    return found[0]
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    if not headers:
+        return None
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(0.0, float(raw_ms) / 1000)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if not raw:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    when = email.utils.parsedate_to_datetime(raw) if raw else None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _body_message(body: Any, fallback: str) -> tuple[str, str]:
+    """``(message, code)`` from an error body of either API."""
+    if isinstance(body, Mapping):
+        err = body.get("error", body)
+        if isinstance(err, Mapping):
+            message = err.get("message") or fallback
+            code = err.get("code") or err.get("type") or ""
+            return str(message), str(code)
+        if isinstance(err, str):
+            return err, ""
+    return fallback, ""
+
+
+def status_error(
+    endpoint: Endpoint,
+    model: str,
+    status: int,
+    body: Any,
+    headers: Mapping[str, str] | None,
+    fallback: str,
+    credential: str | None,
+) -> NodeError:
+    """The error to raise for an HTTP error answer (see the module docstring)."""
+    message, code = _body_message(body, fallback)
+    who = f"{endpoint.label} model '{model}'"
+    detail = f"HTTP {status}: {message}"
+    lowered = f"{code} {message}".lower()
+    if status in (401, 403):
+        secret = credential or endpoint.api_key_secret
+        what = "rejected the API key" if status == 401 else "refused access"
+        hint = (
+            f"check the secret '{secret}' (`flowbuilder secrets set {secret}`) or the "
+            f"{secret} environment variable"
+            if secret
+            else f"this endpoint has no API key configured; add one with "
+            f"`flowbuilder providers add-endpoint {endpoint.name} URL --api-key-secret NAME`"
+        )
+        return NodeError(redact(f"{endpoint.label} {what} for model '{model}' ({detail}); {hint}"))
+    if status == 404:
+        if "model" in lowered:
+            return NodeError(
+                redact(
+                    f"{endpoint.label} has no model '{model}' ({detail}); check the model "
+                    "name in the node's model id"
+                )
+            )
+        return NodeError(
+            redact(
+                f"{endpoint.label} answered 404 for model '{model}' ({detail}); check the "
+                f"endpoint's base URL ({endpoint.base_url or 'default'})"
+            )
+        )
+    if (status in (400, 413, 422) and any(m in lowered for m in _CONTEXT_MARKERS)) or status == 413:
+        return ContextTooLong(
+            redact(
+                f"the prompt is too long for {who} ({detail}); shorten the prompt or "
+                "messages, lower max_tokens, or pick a model with a longer context"
+            )
+        )
+    if status == 429 and "insufficient_quota" in lowered:
+        return NodeError(
+            redact(
+                f"{endpoint.label} says the account's quota is used up ({detail}); check the "
+                "plan and billing"
+            )
+        )
+    if status in (408, 409, 429) or status >= 500:
+        wait = retry_after(headers)
+        kind = "is rate limiting requests" if status == 429 else "had a temporary error"
+        if status == 529:
+            kind = "is overloaded"
+        if wait is not None and wait > MAX_RETRY_AFTER_S:
+            return NodeError(
+                redact(
+                    f"{endpoint.label} {kind} for model '{model}' ({detail}) and asks to "
+                    f"wait {wait:.0f} s; try again later"
+                )
+            )
+        return RetryableError(
+            redact(f"{endpoint.label} {kind} for model '{model}' ({detail})"), retry_after=wait
+        )
+    return NodeError(
+        redact(
+            f"{endpoint.label} refused the request for model '{model}' ({detail}); check "
+            "the node's parameters"
+        )
+    )
+
+
+def timeout_error(endpoint: Endpoint, model: str, timeout_s: float) -> RetryableError:
+    return RetryableError(
+        redact(
+            f"{endpoint.label} did not answer within {timeout_s:g} s for model '{model}' "
+            "(read timeout); raise the node's timeout if the model is slow"
+        )
+    )
+
+
+def connection_error(
+    endpoint: Endpoint, model: str, exc: BaseException, *, streaming: bool
+) -> RetryableError:
+    cause = exc.__cause__ or exc.__context__ or exc
+    reason = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    if streaming:
+        text = (
+            f"the connection to {endpoint.label} dropped in the middle of the answer from "
+            f"model '{model}' ({reason})"
+        )
+    else:
+        text = (
+            f"cannot reach {endpoint.label} for model '{model}' ({reason}); is the server "
+            "running and the base URL right?"
+        )
+    return RetryableError(redact(text))
+
+
+def refused_error(endpoint: Endpoint, model: str, reason: str) -> NodeError:
+    return NodeError(
+        redact(
+            f"{endpoint.label} model '{model}' refused to answer ({reason}); rephrase the "
+            "prompt or use another model"
+        )
+    )

@@ -1,0 +1,1 @@
+"""REST API routes under /api/v1 (FastAPI, on the same app as the pages)."""

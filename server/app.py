@@ -1,0 +1,86 @@
+"""The flowbuilder server: NiceGUI pages (canvas, flow library, runs) and the REST API
+on one FastAPI app.
+
+``flowbuilder serve`` calls :func:`serve`. Services (engine, store, run manager) are made
+once per process in :func:`setup` and kept on ``app.state.fb``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from nicegui import app, ui
+
+from flowbuilder.engine import Engine
+from flowbuilder.errors import GraphFileError
+from flowbuilder.graph import load_graph
+from flowbuilder.store import Store
+from server.runs import RunManager
+
+log = logging.getLogger(__name__)
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@dataclass
+class Services:
+    engine: Engine
+    store: Store
+    runs: RunManager
+
+
+def services() -> Services:
+    """The process's services (set up by :func:`setup`)."""
+    fb: Services = app.state.fb
+    return fb
+
+
+def seed_examples(store: Store, folder: Path = EXAMPLES) -> list[str]:
+    """Add each example graph to the flow library once (by name); returns names added."""
+    existing = {f.name for f in store.list_flows()}
+    added = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            graph = load_graph(path)
+        except GraphFileError as exc:
+            log.warning("example %s not loaded: %s", path.name, exc)
+            continue
+        name = graph.name or path.stem.replace("_", " ").capitalize()
+        if name not in existing:
+            store.create_flow(name, graph.to_dict())
+            added.append(name)
+    return added
+
+
+def setup(engine: Engine | None = None, store: Store | None = None) -> Services:
+    """Create the services, mark runs left by a dead process interrupted, register pages."""
+    engine = engine or Engine()
+    store = store or Store()
+    interrupted = store.mark_interrupted()
+    if interrupted:
+        log.warning("%d run(s) were interrupted by a restart", len(interrupted))
+    seed_examples(store)
+    fb = Services(engine, store, RunManager(engine, store))
+    app.state.fb = fb
+    from server.api.artifacts import router as artifacts_router
+    from server.pages import editor, flows, runs  # noqa: F401  (registers the pages)
+
+    if not any(getattr(r, "path", "") == "/api/v1/artifacts" for r in app.routes):
+        app.include_router(artifacts_router)
+    return fb
+
+
+def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Start the server and block until it stops."""
+    setup()
+    ui.run(
+        host=host,
+        port=port,
+        title="flowbuilder",
+        show=False,
+        reload=False,
+        favicon="🔀",
+        dark=True,
+        show_welcome_message=True,
+    )

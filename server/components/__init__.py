@@ -1,0 +1,1 @@
+"""Custom NiceGUI elements: one Python class each, with its JavaScript in static/."""

@@ -1,0 +1,79 @@
+"""The LiteGraph canvas as a NiceGUI element (Python side; the JS is static/canvas.js).
+
+LiteGraph itself comes from npm (``static/package.json``, installed by ``npm ci``) and is
+served as an ES module under the import name ``litegraph``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from nicegui import ui
+
+from flowbuilder.errors import FlowbuilderError
+from flowbuilder.registry import Registry
+from flowbuilder.types import BASE_TYPES, compatible
+
+STATIC = Path(__file__).resolve().parents[2] / "static"
+LITEGRAPH_DIST = STATIC / "node_modules" / "@comfyorg" / "litegraph" / "dist"
+
+if not (LITEGRAPH_DIST / "litegraph.es.js").is_file():  # pragma: no cover - setup problem
+    raise FlowbuilderError(
+        f"LiteGraph is not installed in {LITEGRAPH_DIST.parent}; run 'make setup' "
+        "(or 'npm ci' in static/)"
+    )
+
+
+def port_types(catalogue: list[dict[str, Any]]) -> list[str]:
+    """Every port type the catalogue can produce, including parameter-dependent ones."""
+    types = set(BASE_TYPES)
+    for entry in catalogue:
+        for port in (*entry["inputs"], *entry["outputs"]):
+            types.add(port["type"])
+        for by_value in entry.get("dynamic", {}).values():
+            for overrides in by_value.values():
+                types.update(overrides.values())
+    return sorted(types)
+
+
+def compat_table(catalogue: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"types": [...], "allowed": {source: [targets...]}}`` from
+    :func:`flowbuilder.types.compatible`, so the canvas applies exactly the engine's rules."""
+    types = port_types(catalogue)
+    return {"types": types, "allowed": {a: [b for b in types if compatible(a, b)] for a in types}}
+
+
+class Canvas(
+    ui.element, component=str(STATIC / "canvas.js"), esm={"litegraph": str(LITEGRAPH_DIST)}
+):
+    """A graph editor. Emits ``change`` ({graph}), ``edit_param``, ``link_refused``,
+    ``open_graph``, ``open_image`` and ``notify`` events."""
+
+    def __init__(self, registry: Registry, graph: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        catalogue = registry.catalogue()
+        self._props["catalogue"] = catalogue
+        self._props["compat"] = compat_table(catalogue)
+        self._props["graph"] = graph
+
+    def load(self, graph: dict[str, Any]) -> None:
+        self.run_method("loadGraph", graph)
+
+    def set_property(self, node_id: int | str, name: str, value: Any) -> None:
+        self.run_method("setProperty", node_id, name, value)
+
+    def show_issues(self, issues: list[dict[str, Any]]) -> None:
+        self.run_method("showIssues", issues)
+
+    def set_states(self, updates: list[dict[str, Any]]) -> None:
+        self.run_method("setStates", updates)
+
+    def clear_states(self) -> None:
+        self.run_method("clearStates")
+
+    def mark_saved(self, graph_text: str | None = None) -> None:
+        self.run_method("markSaved", graph_text)
+
+    def add_node(self, type_id: str, properties: dict[str, Any] | None = None) -> None:
+        self.run_method("addNode", type_id, None, properties or {})

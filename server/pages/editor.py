@@ -1,0 +1,419 @@
+"""The flow editor: palette, canvas, autosave, run with live per-node state and previews."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from nicegui import background_tasks, events, ui
+
+from flowbuilder import events as ev
+from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
+from flowbuilder.graph import graph_from_data
+from flowbuilder.store import NotFound
+from flowbuilder.types import REF_CLASSES, why_incompatible
+from flowbuilder.validate import FlowInput, check
+from server.app import services
+from server.components.canvas import Canvas
+from server.pages import frame
+from server.pages.flows import import_graph
+
+AUTOSAVE_DELAY_S = 1.0
+
+
+def palette(catalogue: list[dict[str, Any]]) -> None:
+    """Searchable node palette by category; items drag onto the canvas."""
+    search = (
+        ui.input(placeholder="Search nodes")
+        .props('dense clearable data-testid="palette-search"')
+        .classes("w-full")
+    )
+    items: list[tuple[ui.element, str]] = []
+    with ui.column().classes("w-full gap-1"):
+        by_category: dict[str, list[dict[str, Any]]] = {}
+        for entry in catalogue:
+            by_category.setdefault(entry["category"], []).append(entry)
+        for category in sorted(by_category):
+            with ui.expansion(category, value=True).classes("w-full").props("dense"):
+                for entry in by_category[category]:
+                    item = (
+                        ui.item(entry["title"])
+                        .props(
+                            f'draggable dense data-testid="palette-{entry["type"]}" '
+                            f'title="{entry["type"]}: {entry["description"]}"'
+                        )
+                        .classes("cursor-grab rounded bg-slate-800 my-0.5")
+                    )
+                    item.on(
+                        "dragstart",
+                        js_handler=(
+                            "(e) => { e.dataTransfer.setData('application/x-flowbuilder-node', "
+                            f"'{entry['type']}'); e.dataTransfer.effectAllowed = 'copy'; }}"
+                        ),
+                    )
+                    text = f"{entry['title']} {entry['type']} {entry['description']}".lower()
+                    items.append((item, text))
+
+    def filter_items() -> None:
+        needle = (search.value or "").lower()
+        for item, text in items:
+            item.set_visibility(needle in text)
+
+    search.on_value_change(filter_items)
+
+
+def input_widget(spec: FlowInput, values: dict[str, Any]) -> None:
+    """One field of the run-inputs form; writes into ``values`` by input name."""
+    label = f"{spec.name} ({spec.type})" + ("" if spec.required else " — optional")
+    current = values.get(spec.name, spec.default)
+    test_id = f'data-testid="input-{spec.name}"'
+    if spec.type in REF_CLASSES:
+        ui.label(label)
+        shown = ui.label(current.get("name", "") if isinstance(current, dict) else "")
+
+        async def on_upload(e: events.UploadEventArguments) -> None:
+            import tempfile
+            from pathlib import Path
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / e.file.name
+                path.write_bytes(await e.file.read())
+                ref = services().engine.artifacts.put_file(path, kind=spec.type)
+            values[spec.name] = ref.model_dump(mode="json")
+            shown.set_text(f"{ref.name} ({ref.size} bytes)")
+
+        ui.upload(auto_upload=True, on_upload=on_upload).props(test_id).classes("w-full")
+    elif spec.type == "boolean":
+        ui.switch(label, value=bool(current)).on_value_change(
+            lambda e: values.__setitem__(spec.name, e.value)
+        )
+    elif spec.type in ("integer", "number"):
+        ui.number(label, value=current).props(test_id).on_value_change(
+            lambda e: values.__setitem__(
+                spec.name,
+                int(e.value) if spec.type == "integer" and e.value is not None else e.value,
+            )
+        )
+    elif spec.type == "text":
+        ui.textarea(label, value=current or "").props(f"autogrow {test_id}").classes(
+            "w-full"
+        ).on_value_change(lambda e: values.__setitem__(spec.name, e.value))
+    else:
+
+        def set_json(e: events.ValueChangeEventArguments) -> None:
+            with contextlib.suppress(json.JSONDecodeError):
+                values[spec.name] = json.loads(e.value)
+
+        ui.textarea(
+            f"{label}, as JSON", value=json.dumps(current) if current is not None else ""
+        ).props(test_id).classes("w-full").on_value_change(set_json)
+
+
+@ui.page("/flow/{flow_id}")
+async def editor_page(flow_id: str, version: int | None = None) -> None:
+    fb = services()
+    try:
+        flow = fb.store.get_flow(flow_id)
+        graph = fb.store.get_version(flow_id, version).graph if version else flow.graph
+    except NotFound as exc:
+        with frame("Not found"):
+            pass
+        ui.label(str(exc)).classes("p-4")
+        return
+    state: dict[str, Any] = {
+        "graph": graph,
+        "pending": None,
+        "save_task": None,
+        "run": None,
+        "inputs": {},
+    }
+    registry = fb.engine.registry
+    catalogue = registry.catalogue()
+
+    with frame(flow.name) as actions:
+        saved = ui.label("Saved").classes("text-slate-400").props('data-testid="save-state"')
+        inputs_button = ui.button("Inputs", icon="tune", on_click=lambda: open_inputs()).props(
+            'flat data-testid="inputs"'
+        )
+        run_button = ui.button("Run", icon="play_arrow", on_click=lambda: run_flow()).props(
+            'data-testid="run"'
+        )
+        cancel_button = ui.button("Cancel", icon="stop", on_click=lambda: cancel_run()).props(
+            'flat color=negative data-testid="cancel"'
+        )
+        cancel_button.disable()
+        ui.button(icon="download", on_click=lambda: export()).props(
+            'flat round title="Export JSON" data-testid="export"'
+        )
+        status = ui.label("").props('data-testid="run-status"')
+    del actions, inputs_button
+
+    if version:
+        with ui.row().classes("w-full items-center bg-amber-900 px-4 py-1"):
+            ui.label(f"Viewing version {version} of '{flow.name}' (current: {flow.version}).")
+            ui.button("Restore this version", on_click=lambda: restore()).props("flat dense")
+
+    with ui.left_drawer(value=True).classes("bg-slate-900 p-2").props("width=260"):
+        palette(catalogue)
+
+    canvas = Canvas(registry, graph).classes("w-full").style("height: calc(100vh - 56px)")
+    ui.query(".nicegui-content").classes("p-0")
+
+    # ---- autosave -----------------------------------------------------------------------
+    async def save_later() -> None:
+        await asyncio.sleep(AUTOSAVE_DELAY_S)
+        pending = state["pending"]
+        state["pending"] = None
+        if pending is None:
+            return
+        try:
+            graph_from_data(json.loads(json.dumps(pending)))
+            saved_flow = fb.store.save_flow(flow_id, pending)
+        except (GraphFileError, NotFound) as exc:
+            saved.set_text(f"Not saved: {exc}")
+            return
+        state["graph"] = pending
+        canvas.mark_saved()
+        saved.set_text(f"Saved · version {saved_flow.version}")
+
+    def on_change(e: events.GenericEventArguments) -> None:
+        state["pending"] = e.args["graph"]
+        saved.set_text("Unsaved changes…")
+        task = state["save_task"]
+        if task is not None and not task.done():
+            task.cancel()
+        state["save_task"] = asyncio.create_task(save_later())
+
+    canvas.on("change", on_change)
+
+    async def flush_save() -> None:
+        task = state["save_task"]
+        if state["pending"] is not None and task is not None and not task.done():
+            task.cancel()
+            state["save_task"] = None
+            pending = state["pending"]
+            state["pending"] = None
+            fb.store.save_flow(flow_id, pending)
+            state["graph"] = pending
+            canvas.mark_saved()
+            saved.set_text("Saved")
+
+    # ---- editing helpers ------------------------------------------------------------------
+    def on_edit_param(e: events.GenericEventArguments) -> None:
+        a = e.args
+        with ui.dialog() as dialog, ui.card().classes("w-[36rem]"):
+            ui.label(f"{a['name']}: {a.get('description') or ''}").classes("font-bold")
+            value = a.get("value")
+            if a["widget"] == "json":
+                field = (
+                    ui.textarea(value=json.dumps(value, indent=2))
+                    .props('autogrow data-testid="param-editor"')
+                    .classes("w-full font-mono")
+                )
+            else:
+                field = (
+                    ui.textarea(value=value or "")
+                    .props('autogrow data-testid="param-editor"')
+                    .classes("w-full")
+                )
+            error = ui.label("").classes("text-red-400")
+
+            def done() -> None:
+                new: Any = field.value
+                if a["widget"] == "json":
+                    try:
+                        new = json.loads(field.value)
+                    except json.JSONDecodeError as exc:
+                        error.set_text(f"not valid JSON: {exc.msg} (line {exc.lineno})")
+                        return
+                canvas.set_property(a["node_id"], a["name"], new)
+                dialog.close()
+
+            with ui.row():
+                ui.button("Cancel", on_click=dialog.close).props("flat")
+                ui.button("OK", on_click=done).props('data-testid="param-ok"')
+        dialog.open()
+
+    canvas.on("edit_param", on_edit_param)
+    canvas.on(
+        "link_refused",
+        lambda e: ui.notify(
+            f"Link refused: {why_incompatible(e.args['from_type'], e.args['to_type'])}",
+            type="warning",
+            multi_line=True,
+        ),
+    )
+    canvas.on("notify", lambda e: ui.notify(e.args["message"], type=e.args.get("type")))
+
+    def on_open_graph(e: events.GenericEventArguments) -> None:
+        try:
+            new_id = import_graph(e.args["name"], e.args["text"])
+        except GraphFileError as exc:
+            ui.notify(str(exc), type="negative", multi_line=True)
+            return
+        ui.navigate.to(f"/flow/{new_id}")
+
+    canvas.on("open_graph", on_open_graph)
+
+    def on_open_image(e: events.GenericEventArguments) -> None:
+        with ui.dialog() as dialog, ui.card():
+            ui.image(e.args["url"]).classes("w-[40rem]").props('data-testid="image-large"')
+            ui.button("Close", on_click=dialog.close).props("flat")
+        dialog.open()
+
+    canvas.on("open_image", on_open_image)
+
+    def export() -> None:
+        text = json.dumps(state["pending"] or state["graph"], indent=2, ensure_ascii=False)
+        ui.download.content((text + "\n").encode("utf-8"), f"{flow.name}.json", "application/json")
+
+    def restore() -> None:
+        if version:
+            fb.store.restore_version(flow_id, version)
+            ui.navigate.to(f"/flow/{flow_id}")
+
+    # ---- running --------------------------------------------------------------------------
+    def current_graph() -> dict[str, Any]:
+        graph_now: dict[str, Any] = state["pending"] or state["graph"]
+        return graph_now
+
+    async def open_inputs(then_run: bool = False) -> None:
+        try:
+            plan = fb.engine.compile(graph_from_data(current_graph()))
+        except (GraphFileError, GraphInvalid) as exc:
+            ui.notify(str(exc), type="negative", multi_line=True)
+            return
+        if not plan.inputs:
+            ui.notify("This flow has no Input nodes.")
+            return
+        values = state["inputs"]
+        with ui.dialog() as dialog, ui.card().classes("w-[32rem]"):
+            ui.label("Run inputs").classes("text-lg")
+            for spec in plan.inputs:
+                input_widget(spec, values)
+
+            async def go() -> None:
+                dialog.close()
+                if then_run:
+                    await run_flow(ask=False)
+
+            ui.button("Run" if then_run else "OK", on_click=go).props('data-testid="inputs-ok"')
+        dialog.open()
+
+    async def run_flow(ask: bool = True) -> None:
+        if state["run"] is not None:
+            return
+        await flush_save()
+        try:
+            graph_obj = graph_from_data(json.loads(json.dumps(current_graph())))
+        except GraphFileError as exc:
+            ui.notify(str(exc), type="negative", multi_line=True)
+            return
+        issues, plan = check(graph_obj, registry)
+        if plan is None:
+            canvas.show_issues([i.to_dict() for i in issues])
+            status.set_text(f"{len(issues)} problem(s)")
+            ui.notify(
+                f"The flow has {len(issues)} problem(s); they are shown on the nodes.",
+                type="negative",
+            )
+            return
+        missing = [i for i in plan.inputs if i.required and i.name not in state["inputs"]]
+        if missing and ask:
+            await open_inputs(then_run=True)
+            return
+        try:
+            run = fb.runs.start(plan, dict(state["inputs"]), flow_id=flow_id, source="canvas")
+        except InputError as exc:
+            ui.notify(str(exc), type="negative")
+            return
+        queue = fb.runs.subscribe(run.run_id)  # before the run's task gets to start
+        state["run"] = run
+        run_button.disable()
+        cancel_button.enable()
+        status.set_text("running")
+        canvas.set_states(
+            [
+                {
+                    "node_id": _node_key(n),
+                    "status": "queued",
+                    "outputs": None,
+                    "error": None,
+                    "issues": [],
+                    "elapsed_s": None,
+                }
+                for n in plan.nodes
+            ]
+        )
+        background_tasks.create(follow(run.run_id, queue), name=f"follow {run.run_id}")
+
+    def cancel_run() -> None:
+        run = state["run"]
+        if run is not None:
+            fb.runs.cancel(run.run_id)
+
+    async def follow(run_id: str, queue: asyncio.Queue[Any] | None) -> None:
+        if queue is None:
+            return
+        try:
+            with canvas:  # the page's context, for notifications from this task
+                await _pump(queue, status, canvas)
+        finally:
+            fb.runs.unsubscribe(run_id, queue)
+            state["run"] = None
+            run_button.enable()
+            cancel_button.disable()
+
+
+async def _pump(queue: asyncio.Queue[Any], status: ui.label, canvas: Canvas) -> None:
+    """Forward run events to the canvas in small batches until the run ends."""
+    while True:
+        event = await queue.get()
+        updates: dict[str, dict[str, Any]] = {}
+        done = _apply(event, updates, status)
+        while not queue.empty() and not done:
+            done = _apply(queue.get_nowait(), updates, status)
+        if updates:
+            canvas.set_states(list(updates.values()))
+        if done:
+            return
+        await asyncio.sleep(0.05)
+
+
+def _node_key(node_id: str) -> int | str:
+    return int(node_id) if node_id.isdigit() else node_id
+
+
+def _apply(event: Any, updates: dict[str, dict[str, Any]], status: ui.label) -> bool:
+    """Fold one run event into per-node canvas updates; True when the run has ended."""
+
+    def upd(node_id: str, **fields: Any) -> None:
+        updates.setdefault(node_id, {"node_id": _node_key(node_id)}).update(fields)
+
+    if isinstance(event, ev.NodeStarted):
+        upd(event.node_id, status="running", started=True)
+    elif isinstance(event, ev.NodeProgress):
+        upd(event.node_id, status="running", fraction=event.fraction, message=event.message)
+    elif isinstance(event, ev.NodeCached):
+        upd(event.node_id, status="cached", outputs=event.outputs)
+    elif isinstance(event, ev.NodeFinished):
+        upd(event.node_id, status="done", elapsed_s=event.elapsed_s, outputs=event.outputs)
+    elif isinstance(event, ev.NodeFailed):
+        upd(event.node_id, status="failed", error=event.error, elapsed_s=event.elapsed_s)
+    elif isinstance(event, ev.NodeSkipped):
+        upd(event.node_id, status="skipped", message=event.reason)
+    elif isinstance(event, ev.RunFinished):
+        status.set_text(f"finished in {event.elapsed_s:.2f} s")
+        ui.notify("Run finished", type="positive")
+        return True
+    elif isinstance(event, ev.RunFailed):
+        status.set_text("failed")
+        ui.notify(f"Run failed: {event.error}", type="negative", multi_line=True)
+        return True
+    elif isinstance(event, ev.RunCancelled):
+        status.set_text("cancelled")
+        ui.notify("Run cancelled", type="warning")
+        return True
+    return False
