@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -26,10 +27,15 @@ from flowbuilder.engine import Engine, to_jsonable
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError, Issue
 from flowbuilder.graph import load_graph
 from flowbuilder.scheduler import RunResult
+from flowbuilder.secrets import install_log_redaction
 from flowbuilder.types import ArtifactRef
 from flowbuilder.validate import Plan
 
 EXIT_OK, EXIT_INVALID, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 2, 130
+
+# Click exits 2 on a usage error (unknown option, missing argument); here 2 means "a node
+# failed", so a mistyped command line is reported as invalid input instead.
+click.exceptions.UsageError.exit_code = EXIT_INVALID
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Build and run AI workflows from graph files."
@@ -39,6 +45,7 @@ err = Console(stderr=True)
 
 
 def _setup_logging(verbose: bool) -> None:
+    install_log_redaction()
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -84,7 +91,7 @@ def _load(path: Path, engine: Engine, as_json: bool) -> Plan:
                 data={"ok": False, "status": "invalid", "issues": [i.to_dict() for i in exc.issues]}
             )
         else:
-            err.print(_issues_table(exc.issues))
+            out.print(_issues_table(exc.issues))
         raise typer.Exit(EXIT_INVALID) from None
 
 
@@ -105,7 +112,8 @@ def validate(
         return
     ins = ", ".join(f"{i.name}: {i.type}" for i in plan.inputs) or "none"
     outs = ", ".join(f"{o.name}: {o.type}" for o in plan.outputs) or "none"
-    out.print(f"[green]ok[/]: {len(plan.nodes)} nodes; inputs: {ins}; outputs: {outs}")
+    count = f"{len(plan.nodes)} node{'s' if len(plan.nodes) != 1 else ''}"
+    out.print(f"[green]ok[/]: {count}; inputs: {escape(ins)}; outputs: {escape(outs)}")
 
 
 def _parse_inputs(plan: Plan, pairs: list[str], input_json: str | None) -> dict[str, Any]:

@@ -48,7 +48,7 @@ class Engine:
         self.artifacts = ArtifactStore(self.settings.home / "artifacts")
         self.models = ModelCache(self.settings.model_memory_mb)
         self.cache = MemoryCache() if cache else None
-        self.providers = default_providers()
+        self.providers = default_providers(self.settings)
         self.scheduler = Scheduler(
             artifacts=self.artifacts,
             models=self.models,

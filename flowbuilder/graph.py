@@ -197,7 +197,10 @@ def parse_graph(text: str | bytes, *, path: str | None = None) -> Graph:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise GraphFileError(
-            f"not valid JSON: {exc.msg}", path=path, line=exc.lineno, column=exc.colno
+            f"not valid JSON: {exc.msg.removesuffix(' at')}",
+            path=path,
+            line=exc.lineno,
+            column=exc.colno,
         ) from None
     except UnicodeDecodeError as exc:
         raise GraphFileError(f"not UTF-8 text: {exc.reason}", path=path) from None

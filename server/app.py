@@ -16,6 +16,7 @@ from nicegui import app, ui
 from flowbuilder.engine import Engine
 from flowbuilder.errors import GraphFileError
 from flowbuilder.graph import load_graph
+from flowbuilder.secrets import install_log_redaction
 from flowbuilder.store import Store
 from server.runs import RunManager
 
@@ -64,7 +65,7 @@ def setup(engine: Engine | None = None, store: Store | None = None) -> Services:
     fb = Services(engine, store, RunManager(engine, store))
     app.state.fb = fb
     from server.api.artifacts import router as artifacts_router
-    from server.pages import editor, flows, runs  # noqa: F401  (registers the pages)
+    from server.pages import editor, flows, runs, settings  # noqa: F401  (registers pages)
 
     if not any(getattr(r, "path", "") == "/api/v1/artifacts" for r in app.routes):
         app.include_router(artifacts_router)
@@ -73,6 +74,7 @@ def setup(engine: Engine | None = None, store: Store | None = None) -> Services:
 
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     """Start the server and block until it stops."""
+    install_log_redaction()
     setup()
     ui.run(
         host=host,

@@ -78,7 +78,7 @@ export default {
     this.lgraph = new LGraph();
     this.lcanvas = new LGraphCanvas(this.$refs.canvas, this.lgraph);
     this.lcanvas.allow_searchbox = true;
-    this.lcanvas.render_info = false;
+    this.lcanvas.show_info = false;
     this.installDrop();
     this.installLinkRefusal();
     this.installTooltips();
@@ -189,7 +189,7 @@ export default {
         node.addWidget("number", param.name, node.properties[param.name] ?? 0, (v) => {
           set(kind === "integer" ? Math.round(v) : v);
         }, opts);
-      } else if (schema.widget === "textarea" || schema.widget === "file" || kind !== "text") {
+      } else if (["textarea", "file", "model", "credential", "json"].includes(schema.widget) || kind !== "text") {
         // Multi-line text, files and JSON values are edited in a dialog on the Python side.
         const w = node.addWidget("button", param.name, null, () => {
           this.$emit("edit_param", {
@@ -199,6 +199,7 @@ export default {
             widget: schema.widget || (kind === "text" ? "text" : "json"),
             value: node.properties[param.name],
             description: param.description,
+            task: schema.model_task || null,
           });
         }, {});
         w.label = `${param.name}: …`;

@@ -360,3 +360,35 @@ def test_runs_page_lists_runs(page: Page, server: tuple[str, Path]) -> None:
     table.locator("tbody tr").first.click()
     page.wait_for_url("**/runs/*")
     expect(page.get_by_test_id("node-runs")).to_be_visible()
+
+
+def test_llm_node_picks_local_and_provider_models(page: Page, server: tuple[str, Path]) -> None:
+    base, _ = server
+    new_flow(page, base, "Model picker")
+    llm = drag_from_palette(page, "llm/chat", 600, 300)
+    x, y = canvas_call(page, "widgetScreenPos", llm, "model")
+    page.mouse.click(x, y)
+    page.get_by_test_id("param-select").click()
+    menu = page.locator(".q-menu")
+    expect(menu.get_by_text("smollm2 (gguf", exact=False)).to_be_visible()
+    expect(menu.get_by_text("· anthropic", exact=False).first).to_be_visible()
+    menu.get_by_text("· openai", exact=False).first.click()
+    page.get_by_test_id("param-ok").click()
+    page.wait_for_timeout(200)
+    model = page.evaluate(
+        f"() => window.fbCanvas.serialize().nodes.find(n => n.id == {llm}).properties.model"
+    )
+    assert model.startswith("openai:")
+
+
+def test_settings_page_stores_secret_names_only(page: Page, server: tuple[str, Path]) -> None:
+    base, home = server
+    page.goto(base + "/settings")
+    page.get_by_test_id("secret-name").fill("DEMO_KEY")
+    page.get_by_test_id("secret-value").fill("sk-test-value-never-shown-123")
+    page.get_by_test_id("secret-save").click()
+    expect(page.get_by_test_id("secret-DEMO_KEY")).to_be_visible()
+    assert "sk-test-value-never-shown-123" not in page.content()
+    assert b"sk-test-value-never-shown-123" not in (home / "secrets.enc").read_bytes()
+    expect(page.get_by_test_id("providers-table")).to_contain_text("ollama")
+    expect(page.get_by_test_id("models-table")).to_contain_text("local:smollm2")

@@ -12,6 +12,8 @@ from nicegui import background_tasks, events, ui
 from flowbuilder import events as ev
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
 from flowbuilder.graph import graph_from_data
+from flowbuilder.providers.catalog import model_choices
+from flowbuilder.secrets import SecretStore
 from flowbuilder.store import NotFound
 from flowbuilder.types import REF_CLASSES, why_incompatible
 from flowbuilder.validate import FlowInput, check
@@ -203,6 +205,9 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
     # ---- editing helpers ------------------------------------------------------------------
     def on_edit_param(e: events.GenericEventArguments) -> None:
         a = e.args
+        if a["widget"] in ("model", "credential", "file"):
+            pick_param(a)
+            return
         with ui.dialog() as dialog, ui.card().classes("w-[36rem]"):
             ui.label(f"{a['name']}: {a.get('description') or ''}").classes("font-bold")
             value = a.get("value")
@@ -229,6 +234,61 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
                         error.set_text(f"not valid JSON: {exc.msg} (line {exc.lineno})")
                         return
                 canvas.set_property(a["node_id"], a["name"], new)
+                dialog.close()
+
+            with ui.row():
+                ui.button("Cancel", on_click=dialog.close).props("flat")
+                ui.button("OK", on_click=done).props('data-testid="param-ok"')
+        dialog.open()
+
+    def pick_param(a: dict[str, Any]) -> None:
+        """Model, credential and file parameters: choose from what exists, or type/upload."""
+        home = fb.engine.settings.home
+        with ui.dialog() as dialog, ui.card().classes("w-[36rem]"):
+            ui.label(f"{a['name']}: {a.get('description') or ''}").classes("font-bold")
+            current = a.get("value") or ""
+            if a["widget"] == "file":
+                ui.label(current or "no file yet").props('data-testid="param-file"')
+
+                async def on_upload(up: events.UploadEventArguments) -> None:
+                    import tempfile
+                    from pathlib import Path
+
+                    with tempfile.TemporaryDirectory() as tmp:
+                        path = Path(tmp) / up.file.name
+                        path.write_bytes(await up.file.read())
+                        ref = fb.engine.artifacts.put_file(path)
+                    canvas.set_property(a["node_id"], a["name"], str(fb.engine.artifacts.path(ref)))
+                    dialog.close()
+
+                ui.upload(label="Upload a file", auto_upload=True, on_upload=on_upload).props(
+                    'data-testid="param-upload"'
+                ).classes("w-full")
+                dialog.open()
+                return
+            if a["widget"] == "model":
+                options = {
+                    c["id"]: c["label"] + ("" if c["local"] else f" · {c['provider']}")
+                    for c in model_choices(home, a.get("task") or "chat")
+                }
+            else:
+                options = {"": "(none: use the environment)"}
+                options.update({n: n for n in SecretStore(home).names()})
+            if current and current not in options:
+                options[current] = current
+            select = (
+                ui.select(options, value=current, with_input=True, new_value_mode="add-unique")
+                .props('data-testid="param-select"')
+                .classes("w-full")
+            )
+            if a["widget"] == "model":
+                ui.label(
+                    "Local models come first; type any provider:model id, e.g. "
+                    "openai:gpt-4o-mini or ollama:llama3.2."
+                ).classes("text-slate-400")
+
+            def done() -> None:
+                canvas.set_property(a["node_id"], a["name"], select.value or "")
                 dialog.close()
 
             with ui.row():

@@ -1,0 +1,126 @@
+"""Settings: secrets (names only; values are write-only), provider endpoints, local models."""
+
+from __future__ import annotations
+
+from nicegui import ui
+
+from flowbuilder.errors import FlowbuilderError
+from flowbuilder.providers.catalog import list_local_models, list_providers
+from flowbuilder.providers.config import ProviderConfig
+from flowbuilder.secrets import SecretStore
+from server.app import services
+from server.pages import frame
+
+
+@ui.page("/settings")
+def settings_page() -> None:
+    home = services().engine.settings.home
+    secrets = SecretStore(home)
+    config = ProviderConfig(home)
+    with frame("Settings"):
+        pass
+
+    @ui.refreshable
+    def secret_list() -> None:
+        names = secrets.names()
+        if not names:
+            ui.label(
+                "No secrets stored. Environment variables (OPENAI_API_KEY, "
+                "ANTHROPIC_API_KEY) are used when a node names none."
+            )
+        for name in names:
+            with ui.row().classes("items-center gap-2").props(f'data-testid="secret-{name}"'):
+                ui.label(name).classes("font-mono")
+                ui.label("••••••••").classes("text-slate-500")
+                ui.button(icon="delete", on_click=lambda n=name: remove_secret(n)).props(
+                    "flat round dense color=negative"
+                )
+
+    def remove_secret(name: str) -> None:
+        secrets.delete(name)
+        secret_list.refresh()
+
+    def add_secret() -> None:
+        try:
+            secrets.set(secret_name.value.strip(), secret_value.value)
+        except FlowbuilderError as exc:
+            ui.notify(str(exc), type="negative")
+            return
+        secret_name.value = secret_value.value = ""
+        secret_list.refresh()
+        provider_list.refresh()
+
+    @ui.refreshable
+    def provider_list() -> None:
+        rows = [
+            {
+                "name": p["name"],
+                "kind": p["kind"],
+                "base_url": p["base_url"] or "",
+                "credential": p["credential_state"],
+                "source": p["source"],
+            }
+            for p in list_providers(home)
+        ]
+        columns = [
+            {"name": k, "label": k.replace("_", " ").capitalize(), "field": k, "align": "left"}
+            for k in ("name", "kind", "base_url", "credential", "source")
+        ]
+        ui.table(columns=columns, rows=rows, row_key="name").classes("w-full").props(
+            'data-testid="providers-table"'
+        )
+
+    def add_endpoint() -> None:
+        try:
+            config.add(
+                ep_name.value.strip(),
+                ep_url.value.strip(),
+                api_key_secret=ep_secret.value.strip() or None,
+            )
+        except FlowbuilderError as exc:
+            ui.notify(str(exc), type="negative")
+            return
+        ep_name.value = ep_url.value = ep_secret.value = ""
+        provider_list.refresh()
+
+    with ui.column().classes("w-full max-w-4xl mx-auto p-4 gap-4"):
+        ui.label("Secrets").classes("text-xl")
+        ui.label(
+            "Stored encrypted in the data directory. Nodes name a secret; its value "
+            "never appears in graph files, events, run records or logs."
+        ).classes("text-slate-400")
+        secret_list()
+        with ui.row().classes("items-end gap-2"):
+            secret_name = ui.input("Name", placeholder="OPENAI_API_KEY").props(
+                'data-testid="secret-name"'
+            )
+            secret_value = ui.input("Value", password=True).props('data-testid="secret-value"')
+            ui.button("Save secret", on_click=add_secret).props('data-testid="secret-save"')
+
+        ui.label("Providers").classes("text-xl")
+        provider_list()
+        with ui.row().classes("items-end gap-2"):
+            ep_name = ui.input("Endpoint name", placeholder="vllm")
+            ep_url = ui.input("Base URL", placeholder="http://127.0.0.1:8000/v1")
+            ep_secret = ui.input("Key secret (optional)")
+            ui.button("Add endpoint", on_click=add_endpoint)
+
+        ui.label("Local models").classes("text-xl")
+        rows = [
+            {
+                "id": m.id,
+                "task": m.task,
+                "format": m.format,
+                "parameters": f"{m.parameters:,}" if m.parameters else "",
+                "size": f"{m.size_bytes / 2**20:.0f} MB",
+            }
+            for m in list_local_models(home)
+        ]
+        ui.table(
+            columns=[
+                {"name": k, "label": k.capitalize(), "field": k, "align": "left"}
+                for k in ("id", "task", "format", "parameters", "size")
+            ],
+            rows=rows,
+            row_key="id",
+        ).classes("w-full").props('data-testid="models-table"')
