@@ -46,8 +46,11 @@ lint: setup-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The tests use real services: Debian's chromium (browser tests) and a PostgreSQL server
+# (store tests); both scripts install what is missing and are no-ops when it is there.
 test: lint
-	$(BIN)/pytest
+	scripts/install-chromium.sh
+	eval "$$(scripts/start-postgres.sh)" && $(BIN)/pytest
 
 bench: setup
 	$(BIN)/python bench/engine.py

@@ -64,8 +64,8 @@ def _issues_table(issues: list[Issue]) -> Table:
     return table
 
 
-def _load(path: Path, engine: Engine, as_json: bool) -> Plan:
-    """Load and check a graph; on a problem print it and exit 1."""
+def _load(path: Path, engine: Engine, as_json: bool, report: Console = err) -> Plan:
+    """Load and check a graph; on a problem print it (to ``report``) and exit 1."""
     try:
         return engine.compile(load_graph(path))
     except GraphFileError as exc:
@@ -91,7 +91,7 @@ def _load(path: Path, engine: Engine, as_json: bool) -> Plan:
                 data={"ok": False, "status": "invalid", "issues": [i.to_dict() for i in exc.issues]}
             )
         else:
-            out.print(_issues_table(exc.issues))
+            report.print(_issues_table(exc.issues))
         raise typer.Exit(EXIT_INVALID) from None
 
 
@@ -102,7 +102,7 @@ def validate(
 ) -> None:
     """Check a graph file and list every problem, with node ids. Exit 1 if any."""
     engine = Engine(cache=False)
-    plan = _load(graph, engine, as_json)
+    plan = _load(graph, engine, as_json, report=out)  # the report is validate's output
     signature = {
         "inputs": [{"name": i.name, "type": i.type, "required": i.required} for i in plan.inputs],
         "outputs": [{"name": o.name, "type": o.type} for o in plan.outputs],
@@ -369,6 +369,10 @@ def serve(
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(providers_app, name="providers")
 app.add_typer(models_app, name="models")
+from flowbuilder.cli_keys import keys_app, serve_flow  # noqa: E402
+
+app.add_typer(keys_app, name="keys")
+app.command("serve-flow")(serve_flow)
 
 
 def main() -> None:  # pragma: no cover - console script entry

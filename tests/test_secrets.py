@@ -30,6 +30,7 @@ from flowbuilder.secrets import (
     install_log_redaction,
     redact,
 )
+from flowbuilder.store import Store
 
 pytest_plugins = ["servers"]
 
@@ -196,6 +197,22 @@ def test_secret_never_appears_in_files_events_results_or_logs(
     def dump(items: list[Any]) -> str:
         return "\n".join(e.model_dump_json() for e in items)
 
+    # the run records, as the server keeps them
+    store = Store(f"sqlite:///{tmp_path / 'runs.db'}")
+    for run_result, run_events in ((result, events), (failed, failed_events)):
+        store.create_run(run_result.run_id, source="api", inputs={})
+        recorder = store.recorder(run_result.run_id)
+        for event in run_events:
+            recorder(event)
+        store.save_result(run_result)
+    records = [
+        json.dumps(store.get_run(r.run_id).model_dump(), default=str)
+        + json.dumps([n.model_dump() for n in store.node_runs(r.run_id)], default=str)
+        + dump(store.events_after(r.run_id, 0))
+        for r in (result, failed)
+    ]
+    store.close()
+
     texts = {
         "graph file": graph_file.read_text(),
         "exported outputs": "\n".join(p.read_text() for p in out_dir.iterdir()),
@@ -203,6 +220,8 @@ def test_secret_never_appears_in_files_events_results_or_logs(
         "results": json.dumps([to_jsonable(vars(r)) for r in (result, failed)], default=str),
         "logs": caplog.text,
         "cli output": ok.stdout + ok.stderr + bad.stdout + bad.stderr,
+        "run records": "\n".join(records),
+        "database file": (tmp_path / "runs.db").read_bytes().decode("latin-1"),
     }
     assert "TESTOAI_KEY" not in texts["graph file"], "the default credential is not written"
     for where, text in texts.items():

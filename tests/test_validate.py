@@ -480,12 +480,12 @@ def test_cli_validate_ok(home: Path) -> None:
 def test_cli_validate_broken_graph_lists_each_node(home: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(_broken_file(tmp_path))], env={"COLUMNS": "200"})
     assert result.exit_code == 1
-    assert "3 problem(s) in the graph" in result.stderr
-    rows = [line.split("│") for line in result.stderr.splitlines() if "│" in line]
+    assert "3 problem(s) in the graph" in result.stdout
+    rows = [line.split("│") for line in result.stdout.splitlines() if "│" in line]
     assert {"2", "4", "6"} <= {cells[1].strip() for cells in rows}
-    assert "unknown node type 'audio/transcrib'" in result.stderr
-    assert "parameter 'max_tokens' = 0" in result.stderr
-    assert "also named 'transcript'" in result.stderr
+    assert "unknown node type 'audio/transcrib'" in result.stdout
+    assert "parameter 'max_tokens' = 0" in result.stdout
+    assert "also named 'transcript'" in result.stdout
     assert "Traceback" not in result.output
 
 
