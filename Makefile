@@ -53,7 +53,7 @@ test: lint
 	eval "$$(scripts/start-postgres.sh)" && $(BIN)/pytest
 
 bench: setup
-	$(BIN)/python bench/engine.py
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	rm -rf $(VENV) static/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -65,18 +65,26 @@ def setup(engine: Engine | None = None, store: Store | None = None) -> Services:
     fb = Services(engine, store, RunManager(engine, store))
     app.state.fb = fb
     from server.api.artifacts import router as artifacts_router
-    from server.pages import editor, flows, runs, settings  # noqa: F401  (registers pages)
+    from server.pages import editor, flows, knowledge, runs, settings  # noqa: F401  (registers pages)
 
     if not any(getattr(r, "path", "") == "/api/v1/artifacts" for r in app.routes):
         app.include_router(artifacts_router)
+    from server.api import install as install_api
+
+    install_api(app)  # flows, runs, the OpenAI facade, API keys, the per-flow schema
     return fb
 
 
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     """Start the server and block until it stops."""
     install_log_redaction()
-    setup()
+    fb = setup()
+    from server.api.auth import require_for_host, storage_secret
+
+    auth = require_for_host(host)  # the login keeps its key in app.storage.user
     ui.run(
+        storage_secret=storage_secret(fb.engine.settings.home) if auth else None,
+        fastapi_docs=True,
         host=host,
         port=port,
         title="flowbuilder",

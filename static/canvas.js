@@ -139,6 +139,10 @@ export default {
             }
             this.serialize_widgets = true;
             this.fbState = null;
+            // LGraphNode sets its own onMouseDown (title buttons) on the instance, which
+            // would shadow a method here: chain it, previews first.
+            const base = this.onMouseDown;
+            this.onMouseDown = (e, pos, canvas) => component.previewClick(this, pos) || !!base?.(e, pos, canvas);
             this.size = this.computeSize();
             this.size[0] = Math.max(this.size[0], 220);
           }
@@ -151,9 +155,6 @@ export default {
           }
           onDrawForeground(ctx) {
             component.drawState(this, ctx);
-          }
-          onMouseDown(e, pos) {
-            return component.previewClick(this, pos);
           }
         }
         FlowNode.title = entry.title;

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from conftest import FIXTURES, REPO
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from test_image import tiny_sd  # noqa: F401 (the tiny diffusers pipeline fixture)
 
 pytestmark = pytest.mark.browser
 
@@ -392,3 +393,69 @@ def test_settings_page_stores_secret_names_only(page: Page, server: tuple[str, P
     assert b"sk-test-value-never-shown-123" not in (home / "secrets.enc").read_bytes()
     expect(page.get_by_test_id("providers-table")).to_contain_text("ollama")
     expect(page.get_by_test_id("models-table")).to_contain_text("local:smollm2")
+
+
+def _open_stored_flow(page: Page, base: str, home: Path, name: str, graph: Any) -> str:
+    """Put a flow into the server's store (as the API would) and open it."""
+    from flowbuilder.store import Store
+
+    store = Store(f"sqlite:///{home / 'flowbuilder.db'}", migrate=False)
+    flow_id = store.create_flow(name, graph.to_dict()).id
+    store.close()
+    page.goto(f"{base}/flow/{flow_id}")
+    wait_canvas(page)
+    return flow_id
+
+
+def test_generated_image_shows_as_thumbnail_and_enlarges(
+    page: Page,
+    server: tuple[str, Path],
+    tiny_sd: Path,  # noqa: F811 (a fixture imported from test_image)
+    tmp_path: Path,
+) -> None:
+    """A local diffusers model folder generates an image through the node; the canvas
+    shows it as a thumbnail on the node, and a click opens it large."""
+    from flowbuilder.builder import GraphBuilder
+    from flowbuilder.registry import default_registry
+
+    base, home = server
+    b = GraphBuilder(default_registry())
+    text = b.add("core/text", text="a red fox in the snow")
+    gen = b.add("image/generate", model=f"local:{tiny_sd}", steps=2, seed=1)
+    b.link(text, "text", gen, "prompt")
+    _open_stored_flow(page, base, home, "Thumbnail", b.build())
+    page.get_by_test_id("run").click()
+    expect(page.get_by_test_id("run-status")).to_contain_text("finished", timeout=120000)
+    page.wait_for_function(
+        f"""() => {{ const s = window.fbCanvas.nodeIds().find(n => n.id == {gen}).state;
+            const ref = s && s.outputs && s.outputs.image;
+            const img = ref && window.fbCanvas.images[ref.id];
+            return img && img.complete && img.naturalWidth === 64; }}"""
+    )
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(tmp_path / "thumbnail.png"))
+    x, y, _, h = canvas_call(page, "nodeScreenRect", gen)
+    page.mouse.click(x + 40, y + h - 50)  # on the thumbnail
+    expect(page.get_by_test_id("image-large")).to_be_visible()
+
+
+def test_audio_preview_plays(page: Page, server: tuple[str, Path]) -> None:
+    """The audio player on a node plays the artifact the server serves."""
+    base, _ = server
+    page.goto(base + "/")
+    page.get_by_role("link", name="Voice memo").first.click()
+    wait_canvas(page)
+    page.get_by_test_id("run").click()
+    page.get_by_test_id("input-audio").locator("input[type=file]").set_input_files(
+        str(REPO / "examples" / "jfk.ogg")
+    )
+    page.wait_for_timeout(1500)
+    page.get_by_test_id("inputs-ok").click()
+    expect(page.get_by_test_id("run-status")).to_contain_text("finished", timeout=120000)
+    x, y, w, h = canvas_call(page, "nodeScreenRect", 1)
+    page.mouse.click(x + w / 2, y + h - 14)  # the play button under the Input node
+    page.wait_for_function(
+        "() => window.fbCanvas.audio && !window.fbCanvas.audio.paused "
+        "&& window.fbCanvas.audio.currentTime > 0.2",
+        timeout=15000,
+    )

@@ -32,8 +32,13 @@ if TYPE_CHECKING:
 
 
 class ChatMessage(BaseModel):
+    """One turn. ``images`` (optional) are image data URLs
+    (``data:image/png;base64,…``) for vision models; only OpenAI-format providers send
+    them, and ``model_dump()`` leaves them out so text-only providers are unchanged."""
+
     role: Literal["system", "user", "assistant"]
     content: str
+    images: list[str] = Field(default_factory=list, exclude=True)
 
 
 class ChatRequest(BaseModel):

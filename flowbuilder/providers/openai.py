@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from flowbuilder.providers import (
+    ChatMessage,
     ChatRequest,
     ChatResult,
     EmbeddingResult,
@@ -70,7 +71,7 @@ class OpenAIProvider:
     def _params(self, model: str, request: ChatRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": model,
-            "messages": [m.model_dump() for m in request.messages],
+            "messages": [_message(m) for m in request.messages],
             "temperature": request.temperature,
             "top_p": request.top_p,
         }
@@ -235,6 +236,15 @@ class OpenAIProvider:
             ) from None
         except openai.APIConnectionError as exc:
             raise connection_error(self.endpoint, "*", exc, streaming=False) from None
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A message in the wire format; one with images gets text and ``image_url`` parts."""
+    if not message.images:
+        return message.model_dump()
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+    parts += [{"type": "image_url", "image_url": {"url": url}} for url in message.images]
+    return {"role": message.role, "content": parts}
 
 
 def _unit(vector: list[float]) -> list[float]:

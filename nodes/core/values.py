@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -49,6 +50,7 @@ class Number(Node):
 _ENV = SandboxedEnvironment(
     undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
 )
+_compiled = functools.lru_cache(maxsize=256)(_ENV.from_string)  # compile a template once
 
 
 class Template(Node):
@@ -79,7 +81,7 @@ class Template(Node):
             if value is not None:
                 variables[name] = value
         try:
-            return self.Outputs(text=_ENV.from_string(inputs.template).render(variables))
+            return self.Outputs(text=_compiled(inputs.template).render(variables))
         except jinja2.UndefinedError as exc:
             raise NodeError(
                 f"template uses a variable with no value: {exc.message}; "

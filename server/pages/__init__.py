@@ -16,6 +16,7 @@ def frame(title: str) -> Iterator[ui.row]:
         ui.link("flowbuilder", "/").classes("text-lg font-bold text-white no-underline")
         ui.link("Flows", "/").classes("text-white")
         ui.link("Runs", "/runs").classes("text-white")
+        ui.link("Knowledge", "/knowledge").classes("text-white")
         ui.link("Settings", "/settings").classes("text-white")
         ui.label(title).classes("text-slate-300 truncate").props('data-testid="page-title"')
         ui.space()

@@ -20,6 +20,7 @@ from flowbuilder.validate import FlowInput, check
 from server.app import services
 from server.components.canvas import Canvas
 from server.pages import frame
+from server.pages.flow_api import open_api_dialog
 from server.pages.flows import import_graph
 
 AUTOSAVE_DELAY_S = 1.0
@@ -146,6 +147,9 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
             'flat color=negative data-testid="cancel"'
         )
         cancel_button.disable()
+        ui.button("API", icon="api", on_click=lambda: open_api_dialog(flow_id)).props(
+            'flat data-testid="flow-api"'
+        )
         ui.button(icon="download", on_click=lambda: export()).props(
             'flat round title="Export JSON" data-testid="export"'
         )

@@ -10,6 +10,7 @@ from flowbuilder.providers.config import ProviderConfig
 from flowbuilder.secrets import SecretStore
 from server.app import services
 from server.pages import frame
+from server.pages.flow_api import api_keys_section
 
 
 @ui.page("/settings")
@@ -124,3 +125,5 @@ def settings_page() -> None:
             rows=rows,
             row_key="id",
         ).classes("w-full").props('data-testid="models-table"')
+
+        api_keys_section()

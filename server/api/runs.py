@@ -1,0 +1,525 @@
+"""Running published flows over HTTP, following runs, cancelling them.
+
+Routes (under ``/api/v1``):
+
+- ``POST /flows/{id}/run`` — synchronous: the body is the flow's inputs (JSON, or
+  multipart with files; a file input also takes an artifact id), the answer its outputs.
+  ``?timeout=`` seconds cancels a run that takes longer (504); ``?stream=true`` answers
+  with Server-Sent Events (node events and LLM tokens), ending with a ``result`` event.
+- ``POST /flows/{id}/runs`` — submit: 202 with the run id; poll ``GET /runs/{id}``.
+- ``GET /runs``, ``GET /runs/{id}`` — run records (status, inputs, outputs, node runs).
+- ``GET /runs/{id}/events`` — the run's events as Server-Sent Events; each has
+  ``id: <seq>``, so a client reconnecting with ``Last-Event-ID`` gets only what it missed.
+  The stream ends after the run's final event.
+- ``POST /runs/{id}/cancel``.
+
+Unpublished flows answer 404 on the run routes. Runs made only of quick pure nodes
+(Input → Template → Output) take a fast path: no per-event recording, and one run record
+written at the end, in batches (:class:`RunLog`); their records read the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
+from sqlmodel import SQLModel
+
+from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
+from flowbuilder.scheduler import RunResult
+from flowbuilder.store import NotFound, Store
+from flowbuilder.types import REF_CLASSES, to_jsonable
+from server.api.schema import CompiledFlow, PlanCache
+from server.runs import END_EVENTS, ActiveRun
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+
+_RUNS = SQLModel.metadata.tables["runs"]
+_NODE_RUNS = SQLModel.metadata.tables["node_runs"]
+SSE_KEEPALIVE_S = 15.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+GENERIC_BODY = {
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"type": "object", "additionalProperties": True}},
+            "multipart/form-data": {"schema": {"type": "object", "additionalProperties": True}},
+        }
+    }
+}
+
+
+# ---- services -------------------------------------------------------------------------
+
+
+class RunLog:
+    """Writes records of fast-path runs in batches (one transaction per batch).
+
+    :meth:`add` queues a finished run; a background task writes what is queued every
+    :attr:`interval` seconds. :meth:`flush` writes now (before reading a run back).
+    """
+
+    interval = 0.05
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._pending: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        self._ids: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    def add(self, run: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
+        self._pending.append((run, nodes))
+        self._ids.add(run["id"])
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    def pending(self, run_id: str) -> bool:
+        return run_id in self._ids
+
+    async def _loop(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.interval)
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            batch, self._pending = self._pending, []
+            if not batch:
+                return
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except Exception:
+                log.exception("could not record %d API run(s)", len(batch))
+            finally:
+                for run, _ in batch:
+                    self._ids.discard(run["id"])
+
+    def _write(self, batch: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        writer = self.store.engine.execution_options(flowbuilder_write=True)
+        nodes = [n for _, ns in batch for n in ns]
+        with writer.begin() as conn:
+            conn.execute(sa.insert(_RUNS), [r for r, _ in batch])
+            if nodes:
+                conn.execute(sa.insert(_NODE_RUNS), nodes)
+
+
+def plans(request: Request) -> PlanCache:
+    """The app's compiled-flow cache (made on first use)."""
+    state = request.app.state
+    cache: PlanCache | None = getattr(state, "fb_plans", None)
+    if cache is None:
+        fb = state.fb
+        cache = state.fb_plans = PlanCache(fb.engine, fb.store)
+    return cache
+
+
+def run_log(request: Request) -> RunLog:
+    state = request.app.state
+    found: RunLog | None = getattr(state, "fb_run_log", None)
+    if found is None:
+        found = state.fb_run_log = RunLog(state.fb.store)
+    return found
+
+
+def compiled(request: Request, flow_id: str, *, published: bool = True) -> CompiledFlow:
+    """The flow, checked; 404 when missing (or unpublished, when ``published``), 409 when
+    its graph has problems."""
+    try:
+        flow = plans(request).get(flow_id)
+    except NotFound:
+        raise HTTPException(404, f"no flow {flow_id}") from None
+    except GraphInvalid as exc:
+        raise HTTPException(
+            409,
+            {
+                "message": f"flow {flow_id} has problems; fix them in the editor",
+                "issues": [i.to_dict() for i in exc.issues],
+            },
+        ) from None
+    except GraphFileError as exc:
+        raise HTTPException(409, f"flow {flow_id}: {exc}") from None
+    if published and not flow.published:
+        raise HTTPException(404, f"flow {flow_id} is not published")
+    return flow
+
+
+# ---- inputs ---------------------------------------------------------------------------
+
+
+def _invalid(field: str, msg: str, kind: str = "value_error") -> HTTPException:
+    return HTTPException(422, [{"loc": ["body", field], "msg": msg, "type": kind}])
+
+
+async def read_inputs(request: Request, flow: CompiledFlow) -> dict[str, Any]:
+    """The request's flow inputs, validated against the flow's signature.
+
+    JSON bodies are an object of inputs. Multipart bodies carry files for file inputs
+    (stored as artifacts) and other inputs as form fields (JSON-decoded unless the input
+    is text). A file input also accepts an artifact id or reference (never a server path).
+
+    Raises:
+        HTTPException: 422 naming the field (wrong type, missing, unknown, bad JSON).
+    """
+    content_type = request.headers.get("content-type", "")
+    types = {i.name: i.type for i in flow.plan.inputs}
+    values: dict[str, Any]
+    if content_type.startswith("multipart/form-data") or content_type.startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        values = {}
+        form = await request.form()
+        for key, item in form.multi_items():
+            if hasattr(item, "read") and hasattr(item, "filename"):
+                kind = types.get(key, "file")
+                data = await item.read()
+                name = item.filename or key
+                store = request.app.state.fb.engine.artifacts
+                ref = await asyncio.to_thread(
+                    store.put_bytes, data, name=name, kind=kind if kind in REF_CLASSES else None
+                )
+                values[key] = ref
+            elif types.get(key, "text") == "text":
+                values[key] = item
+            else:
+                try:
+                    values[key] = json.loads(str(item))
+                except json.JSONDecodeError:
+                    values[key] = item
+    else:
+        body = await request.body()
+        if not body.strip():
+            values = {}
+        else:
+            try:
+                values = json.loads(body)
+            except json.JSONDecodeError as exc:
+                raise HTTPException(
+                    422,
+                    [
+                        {
+                            "loc": ["body", exc.pos],
+                            "msg": f"JSON decode error: {exc.msg}",
+                            "type": "json_invalid",
+                        }
+                    ],
+                ) from None
+            if not isinstance(values, dict):
+                raise HTTPException(
+                    422,
+                    [
+                        {
+                            "loc": ["body"],
+                            "msg": "the body is an object of the flow's inputs",
+                            "type": "dict_type",
+                        }
+                    ],
+                )
+    return validate_inputs(request, flow, values)
+
+
+def validate_inputs(request: Request, flow: CompiledFlow, values: dict[str, Any]) -> dict[str, Any]:
+    """Check ``values`` with the flow's request model; resolve artifact ids. Raises 422."""
+    try:
+        model = flow.inputs.model_validate(values, strict=True)
+    except ValidationError as exc:
+        raise HTTPException(
+            422,
+            [
+                {"loc": ["body", *e["loc"]], "msg": e["msg"], "type": e["type"]}
+                for e in exc.errors(include_url=False, include_context=False, include_input=False)
+            ],
+        ) from None
+    checked: dict[str, Any] = {}
+    given = model.model_fields_set
+    store = request.app.state.fb.engine.artifacts
+    for spec in flow.plan.inputs:
+        if spec.name not in given:
+            continue
+        value = getattr(model, spec.name)
+        if spec.type in REF_CLASSES and isinstance(value, str):
+            ref = store.info(value)
+            if ref is None:
+                raise _invalid(spec.name, f"no artifact {value!r}; upload it first")
+            value = ref.model_dump()
+        elif isinstance(value, BaseModel):
+            value = value.model_dump()
+        checked[spec.name] = value
+    return checked
+
+
+def bind(request: Request, flow: CompiledFlow, values: dict[str, Any]) -> dict[str, Any]:
+    """Values by Input node id (see ``Engine.bind_inputs``); 422 naming the input."""
+    try:
+        bound: dict[str, Any] = request.app.state.fb.engine.bind_inputs(flow.plan, values)
+    except InputError as exc:
+        raise _invalid(exc.name, str(exc)) from None
+    return bound
+
+
+# ---- answers --------------------------------------------------------------------------
+
+
+def result_body(result: RunResult) -> tuple[int, dict[str, Any]]:
+    """HTTP status and body for a run result: 200 finished, 500 failed (naming the node),
+    409 cancelled."""
+    body: dict[str, Any] = {
+        "run_id": result.run_id,
+        "status": result.status,
+        "elapsed_s": round(result.elapsed_s, 6),
+        "outputs": to_jsonable(result.outputs),
+    }
+    if result.status == "finished":
+        return 200, body
+    if result.status == "failed":
+        body.update(error=result.error, node_id=result.failed_node)
+        return 500, {"detail": body}
+    return 409, {"detail": {**body, "error": "the run was cancelled"}}
+
+
+def sse(event: Any) -> str:
+    """One Server-Sent Event: ``id`` = the event's seq, ``event`` = its type."""
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
+
+
+async def follow(
+    request: Request, run_id: str, after: int = 0, *, active: ActiveRun | None = None
+) -> AsyncIterator[str]:
+    """The run's events after ``after`` as SSE text, live when the run is active here,
+    else from the store; ends after the final event. Given the ``active`` run it
+    started, a ``result`` event with the full outputs follows.
+    """
+    fb = request.app.state.fb
+    queue = fb.runs.subscribe(run_id)
+    if queue is None and active is not None:  # it already ended: replay what it did
+        queue = asyncio.Queue()
+        for past in active.history:
+            queue.put_nowait(past)
+    if queue is None:
+        for event in await asyncio.to_thread(fb.store.events_after, run_id, after):
+            yield sse(event)
+        return
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+            except TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            if event.seq > after:
+                yield sse(event)
+            if isinstance(event, END_EVENTS):
+                break
+    finally:
+        fb.runs.unsubscribe(run_id, queue)
+    if active is not None and active.task is not None:
+        res = await active.task
+        data = json.dumps(
+            {"run_id": run_id, "status": res.status, "outputs": to_jsonable(res.outputs)}
+        )
+        yield f"event: result\ndata: {data}\n\n"
+
+
+# ---- routes ---------------------------------------------------------------------------
+
+
+@router.post("/flows/{flow_id}/run", response_model=None, openapi_extra=GENERIC_BODY)
+async def run_flow(
+    request: Request,
+    flow_id: str,
+    timeout: float | None = Query(None, gt=0, description="seconds before the run is cancelled"),
+    stream: bool = Query(False, description="answer with Server-Sent Events"),
+) -> Response:
+    """Run a published flow and answer its outputs (see each flow's own operation under
+    "published flows" for its typed request and response)."""
+    flow = compiled(request, flow_id)
+    values = await read_inputs(request, flow)
+    fb = request.app.state.fb
+    if flow.trivial and not stream:
+        return await _fast_run(request, flow, values, timeout)
+    bind(request, flow, values)
+    active = fb.runs.start(
+        flow.plan, values, flow_id=flow.flow_id, flow_version=flow.version, source="api"
+    )
+    if stream:
+        return StreamingResponse(
+            follow(request, active.run_id, active=active),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, "X-Run-Id": active.run_id},
+        )
+    assert active.task is not None
+    try:
+        result = await asyncio.wait_for(asyncio.shield(active.task), timeout)
+    except TimeoutError:
+        fb.runs.cancel(active.run_id)
+        raise HTTPException(
+            504,
+            {"run_id": active.run_id, "error": f"the run took longer than {timeout} s; cancelled"},
+        ) from None
+    status, body = result_body(result)
+    return JSONResponse(body, status_code=status)
+
+
+async def _fast_run(
+    request: Request, flow: CompiledFlow, values: dict[str, Any], timeout: float | None
+) -> Response:
+    """A run of quick pure nodes: executed in the request, recorded once at the end."""
+    fb = request.app.state.fb
+    if any(i.type in REF_CLASSES for i in flow.plan.inputs):
+        bound = bind(request, flow, values)
+    else:  # already checked, strictly, by the flow's request model
+        bound = {i.node_id: values[i.name] for i in flow.plan.inputs if i.name in values}
+        missing = [i.name for i in flow.plan.inputs if i.required and i.name not in values]
+        if missing:
+            raise _invalid(missing[0], "a value is required")
+    run_id = uuid.uuid4().hex
+    created = datetime.now(UTC)
+    execution = fb.engine.scheduler.execute(flow.plan, bound, run_id=run_id, use_cache=False)
+    try:
+        result = await asyncio.wait_for(execution, timeout) if timeout else await execution
+    except TimeoutError:
+        raise HTTPException(
+            504, {"run_id": run_id, "error": f"the run took longer than {timeout} s"}
+        ) from None
+    finished = datetime.now(UTC)
+    started = finished - timedelta(seconds=result.elapsed_s)
+    outputs = to_jsonable(result.outputs)
+    run_log(request).add(
+        {
+            "id": run_id,
+            "flow_id": flow.flow_id,
+            "flow_version": flow.version,
+            "source": "api",
+            "status": result.status,
+            "inputs": to_jsonable(values),
+            "outputs": outputs,
+            "error": result.error,
+            "failed_node": result.failed_node,
+            "created_at": created,
+            "started_at": started,
+            "finished_at": finished,
+            "elapsed_s": result.elapsed_s,
+        },
+        [
+            {
+                "run_id": run_id,
+                "node_id": node_id,
+                "node_type": flow.plan.nodes[node_id].type,
+                "status": status,
+                "started_at": started,
+                "finished_at": finished,
+                "elapsed_s": None,
+                "error": result.node_errors.get(node_id),
+                "cached": status == "cached",
+                "attempts": 1 if status in ("done", "failed") else 0,
+                "outputs": None,
+            }
+            for node_id, status in result.node_status.items()
+        ],
+    )
+    code, body = result_body(result)
+    return JSONResponse(body, status_code=code)
+
+
+@router.post("/flows/{flow_id}/runs", status_code=202, openapi_extra=GENERIC_BODY)
+async def submit_run(request: Request, flow_id: str) -> dict[str, Any]:
+    """Start a run of a published flow and answer at once (202) with its id; poll
+    ``GET /runs/{id}`` or follow ``GET /runs/{id}/events``."""
+    flow = compiled(request, flow_id)
+    values = await read_inputs(request, flow)
+    bind(request, flow, values)
+    active = request.app.state.fb.runs.start(
+        flow.plan, values, flow_id=flow.flow_id, flow_version=flow.version, source="api"
+    )
+    return {
+        "run_id": active.run_id,
+        "status": "queued",
+        "url": f"/api/v1/runs/{active.run_id}",
+        "events_url": f"/api/v1/runs/{active.run_id}/events",
+    }
+
+
+def run_record(store: Store, run_id: str, *, nodes: bool = True) -> dict[str, Any]:
+    """A run as JSON: its record and, when ``nodes``, its node runs. Raises: NotFound."""
+    run = store.get_run(run_id)
+    data: dict[str, Any] = run.model_dump(mode="json")
+    if nodes:
+        data["nodes"] = [nr.model_dump(mode="json") for nr in store.node_runs(run_id)]
+    return data
+
+
+@router.get("/runs")
+async def list_runs(
+    request: Request,
+    flow_id: str | None = None,
+    status: str | None = None,
+    source: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> list[dict[str, Any]]:
+    """Runs, newest first; filter by flow, status or source (``api``, ``canvas``, ``cli``)."""
+    await run_log(request).flush()
+    store = request.app.state.fb.store
+    runs = await asyncio.to_thread(
+        store.list_runs, flow_id, limit if source is None else 500, offset, status=status
+    )
+    rows = [r.model_dump(mode="json") for r in runs if source is None or r.source == source]
+    return rows[:limit]
+
+
+@router.get("/runs/{run_id}")
+async def get_run(request: Request, run_id: str) -> dict[str, Any]:
+    """A run's record: status, inputs, outputs, error, timings, and its node runs."""
+    log_ = run_log(request)
+    if log_.pending(run_id):
+        await log_.flush()
+    try:
+        return await asyncio.to_thread(run_record, request.app.state.fb.store, run_id)
+    except NotFound:
+        raise HTTPException(404, f"no run {run_id}") from None
+
+
+@router.get("/runs/{run_id}/events")
+async def run_events(
+    request: Request, run_id: str, last_event_id: int | None = Query(None, ge=0)
+) -> StreamingResponse:
+    """The run's events as Server-Sent Events, ending after its final event. Resume with
+    the ``Last-Event-ID`` header (or ``?last_event_id=``): only later events are sent."""
+    header = request.headers.get("last-event-id")
+    after = last_event_id or 0
+    if header:
+        try:
+            after = int(header)
+        except ValueError:
+            raise HTTPException(422, "Last-Event-ID must be an event's integer id") from None
+    fb = request.app.state.fb
+    if run_id not in fb.runs.active:
+        try:
+            await asyncio.to_thread(fb.store.get_run, run_id)
+        except NotFound:
+            raise HTTPException(404, f"no run {run_id}") from None
+    return StreamingResponse(
+        follow(request, run_id, after), media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+@router.post("/runs/{run_id}/cancel", status_code=202)
+async def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
+    """Cancel a run that is still going; 409 when it already ended."""
+    fb = request.app.state.fb
+    if fb.runs.cancel(run_id):
+        return {"run_id": run_id, "cancelling": True}
+    try:
+        run = await asyncio.to_thread(fb.store.get_run, run_id)
+    except NotFound:
+        raise HTTPException(404, f"no run {run_id}") from None
+    raise HTTPException(409, f"run {run_id} is not running (it is {run.status})")

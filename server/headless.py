@@ -1,0 +1,159 @@
+"""One flow file as an HTTP endpoint, with no UI and no database (``flowbuilder serve-flow``).
+
+Like Langflow's ``lfx serve``: a plain FastAPI app on uvicorn around the engine.
+
+- ``POST /run`` — the body is the flow's inputs (typed: its schema is in ``/docs`` and
+  ``/openapi.json``; a wrong type is a 422 naming the field), the answer its outputs;
+  ``?timeout=`` seconds (504 after), ``?stream=true`` for Server-Sent Events.
+- ``GET /`` — the flow's name and signature; ``GET /health``.
+- ``POST /api/v1/artifacts``, ``GET /api/v1/artifacts/{id}`` — file inputs and outputs
+  (stored under ``FLOWBUILDER_HOME/artifacts``).
+
+Nothing is recorded: runs live only for their request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from flowbuilder.engine import Engine
+from flowbuilder.errors import InputError
+from flowbuilder.graph import load_graph
+from flowbuilder.types import REF_CLASSES, to_jsonable
+from server.api.runs import END_EVENTS, SSE_HEADERS, result_body, sse
+from server.api.schema import compiled_flow, result_model
+
+
+def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
+    """A FastAPI app serving the graph file at ``path``.
+
+    Raises:
+        GraphFileError: the file cannot be read.
+        GraphInvalid: the graph has problems (every one is listed).
+    """
+    engine = engine or Engine()
+    graph = load_graph(path)
+    name = graph.name or Path(path).stem.replace("_", " ").capitalize()
+    flow = compiled_flow("file", name, 1, engine.compile(graph))
+    inputs_model, outputs_model = flow.inputs, flow.outputs
+    result = result_model(name, outputs_model)
+    app = FastAPI(
+        title=f"{name} (flowbuilder)",
+        description=(graph.extra.get("flowbuilder", {}) or {}).get("description", "")
+        or f"The flow '{name}' from {Path(path).name}, served by flowbuilder serve-flow.",
+        version="1",
+    )
+    app.state.fb = SimpleNamespace(engine=engine)
+    from server.api.artifacts import router as artifacts_router
+
+    app.include_router(artifacts_router)
+
+    def bind(values: dict[str, Any]) -> dict[str, Any]:
+        for spec in flow.plan.inputs:
+            value = values.get(spec.name)
+            if spec.type in REF_CLASSES and isinstance(value, str):
+                ref = engine.artifacts.info(value)
+                if ref is None:
+                    raise HTTPException(
+                        422,
+                        [
+                            {
+                                "loc": ["body", spec.name],
+                                "msg": f"no artifact {value!r}; upload it to /api/v1/artifacts",
+                                "type": "value_error",
+                            }
+                        ],
+                    )
+                values[spec.name] = ref
+        try:
+            bound: dict[str, Any] = engine.bind_inputs(flow.plan, values)
+        except InputError as exc:
+            raise HTTPException(
+                422, [{"loc": ["body", exc.name], "msg": str(exc), "type": "value_error"}]
+            ) from None
+        return bound
+
+    @app.get("/")
+    async def describe() -> dict[str, Any]:
+        """The flow's name and signature."""
+        return {
+            "name": name,
+            "inputs": [
+                {"name": i.name, "type": i.type, "required": i.required, "default": i.default}
+                for i in flow.plan.inputs
+            ],
+            "outputs": [{"name": o.name, "type": o.type} for o in flow.plan.outputs],
+            "run_url": "/run",
+        }
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    async def run(
+        body: inputs_model = Body(...),  # type: ignore[valid-type]
+        timeout: float | None = Query(None, gt=0, description="seconds before cancelling"),
+        stream: bool = Query(False, description="answer with Server-Sent Events"),
+    ) -> Response:
+        given: set[str] = body.model_fields_set  # type: ignore[attr-defined]
+        values = {k: getattr(body, k) for k in given}
+        values = {k: to_jsonable(v) if k in _file_inputs else v for k, v in values.items()}
+        bound = bind(values)
+        run_id = uuid.uuid4().hex
+        if stream:
+            return StreamingResponse(
+                _stream(engine, flow.plan, bound, run_id),
+                media_type="text/event-stream",
+                headers={**SSE_HEADERS, "X-Run-Id": run_id},
+            )
+        execution = engine.scheduler.execute(flow.plan, bound, run_id=run_id)
+        try:
+            res = await asyncio.wait_for(execution, timeout) if timeout else await execution
+        except TimeoutError:
+            raise HTTPException(
+                504, {"run_id": run_id, "error": f"the run took longer than {timeout} s"}
+            ) from None
+        status, answer = result_body(res)
+        return JSONResponse(answer, status_code=status)
+
+    run.__annotations__["body"] = inputs_model  # a real class, not the postponed string
+    _file_inputs = {i.name for i in flow.plan.inputs if i.type in REF_CLASSES}
+    app.post(
+        "/run",
+        response_model=result,
+        summary=f"Run '{name}'",
+        responses={422: {"description": "an input is missing or has the wrong type"}},
+    )(run)
+    return app
+
+
+async def _stream(
+    engine: Engine, plan: Any, bound: dict[str, Any], run_id: str
+) -> AsyncIterator[str]:
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    task = asyncio.get_running_loop().create_task(
+        engine.scheduler.execute(plan, bound, run_id=run_id, listeners=[queue.put_nowait])
+    )
+    try:
+        while True:
+            event = await queue.get()
+            yield sse(event)
+            if isinstance(event, END_EVENTS):
+                break
+        res = await task
+        data = json.dumps(
+            {"run_id": run_id, "status": res.status, "outputs": to_jsonable(res.outputs)}
+        )
+        yield f"event: result\ndata: {data}\n\n"
+    finally:
+        if not task.done():
+            task.cancel()
