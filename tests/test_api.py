@@ -7,6 +7,7 @@ them (streamed tokens, long runs), with few tokens.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -453,3 +454,33 @@ def test_restart_marks_run_interrupted(
             assert "event: node_finished" in events
     finally:
         srv.stop(signal.SIGKILL)
+
+
+def test_file_outputs_come_as_urls_or_base64(server: Server, tmp_path: Path) -> None:
+    """A flow returning an image: its output carries a download URL, and the bytes as
+    base64 when asked."""
+    b = GraphBuilder(default_registry(), name="Echo image")
+    image = b.add("core/input", name="image", type="image")
+    out = b.add("core/output", name="image")
+    b.link(image, "value", out, "value")
+    png = _tiny_png(tmp_path)
+    with server.client() as c:
+        flow_id = create_flow(c, b.build().to_dict(), "Echo image")
+        r = c.post(f"/api/v1/flows/{flow_id}/run", files={"image": ("dot.png", png, "image/png")})
+        assert r.status_code == 200, r.text
+        ref = r.json()["outputs"]["image"]
+        assert ref["kind"] == "image" and ref["url"] == f"/api/v1/artifacts/{ref['id']}"
+        assert "data" not in ref
+        assert c.get(ref["url"]).content == png
+        r = c.post(
+            f"/api/v1/flows/{flow_id}/run?artifacts=base64",
+            files={"image": ("dot.png", png, "image/png")},
+        )
+        assert base64.b64decode(r.json()["outputs"]["image"]["data"]) == png
+
+
+def _tiny_png(tmp_path: Path) -> bytes:
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (200, 40, 40)).save(tmp_path / "dot.png")
+    return (tmp_path / "dot.png").read_bytes()

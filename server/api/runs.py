@@ -21,12 +21,13 @@ written at the end, in batches (:class:`RunLog`); their records read the same.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -34,10 +35,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from sqlmodel import SQLModel
 
+from flowbuilder.artifacts import ArtifactStore
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
 from flowbuilder.scheduler import RunResult
 from flowbuilder.store import NotFound, Store
-from flowbuilder.types import REF_CLASSES, to_jsonable
+from flowbuilder.types import REF_CLASSES, ArtifactRef, to_jsonable
 from server.api.schema import CompiledFlow, PlanCache
 from server.runs import END_EVENTS, ActiveRun
 
@@ -269,14 +271,35 @@ def bind(request: Request, flow: CompiledFlow, values: dict[str, Any]) -> dict[s
 # ---- answers --------------------------------------------------------------------------
 
 
-def result_body(result: RunResult) -> tuple[int, dict[str, Any]]:
+def with_artifact_urls(value: Any, artifacts: ArtifactStore | None = None) -> Any:
+    """Plain JSON outputs where every artifact reference also carries ``url`` (where to
+    download it) and, when ``artifacts`` is given, ``data`` (its bytes, base64)."""
+    if isinstance(value, ArtifactRef):
+        out: dict[str, Any] = {
+            **value.model_dump(mode="json"),
+            "url": f"/api/v1/artifacts/{value.id}",
+        }
+        if artifacts is not None:
+            out["data"] = base64.b64encode(artifacts.path(value).read_bytes()).decode("ascii")
+        return out
+    if isinstance(value, dict):
+        return {k: with_artifact_urls(v, artifacts) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [with_artifact_urls(v, artifacts) for v in value]
+    return to_jsonable(value)
+
+
+def result_body(
+    result: RunResult, artifacts: ArtifactStore | None = None
+) -> tuple[int, dict[str, Any]]:
     """HTTP status and body for a run result: 200 finished, 500 failed (naming the node),
-    409 cancelled."""
+    409 cancelled. Artifacts in the outputs come with their URL, and with their bytes as
+    base64 when ``artifacts`` (the store to read them from) is given."""
     body: dict[str, Any] = {
         "run_id": result.run_id,
         "status": result.status,
         "elapsed_s": round(result.elapsed_s, 6),
-        "outputs": to_jsonable(result.outputs),
+        "outputs": with_artifact_urls(result.outputs, artifacts),
     }
     if result.status == "finished":
         return 200, body
@@ -338,14 +361,19 @@ async def run_flow(
     flow_id: str,
     timeout: float | None = Query(None, gt=0, description="seconds before the run is cancelled"),
     stream: bool = Query(False, description="answer with Server-Sent Events"),
+    artifacts: Literal["url", "base64"] = Query(
+        "url", description="file outputs as download URLs, or also inline as base64"
+    ),
 ) -> Response:
     """Run a published flow and answer its outputs (see each flow's own operation under
-    "published flows" for its typed request and response)."""
+    "published flows" for its typed request and response). File outputs (images, audio,
+    …) carry a ``url``; with ``artifacts=base64`` also their bytes in ``data``."""
     flow = compiled(request, flow_id)
     values = await read_inputs(request, flow)
     fb = request.app.state.fb
     if flow.trivial and not stream:
-        return await _fast_run(request, flow, values, timeout)
+        store = fb.engine.artifacts if artifacts == "base64" else None
+        return await _fast_run(request, flow, values, timeout, store)
     bind(request, flow, values)
     active = fb.runs.start(
         flow.plan, values, flow_id=flow.flow_id, flow_version=flow.version, source="api"
@@ -365,12 +393,16 @@ async def run_flow(
             504,
             {"run_id": active.run_id, "error": f"the run took longer than {timeout} s; cancelled"},
         ) from None
-    status, body = result_body(result)
+    status, body = result_body(result, fb.engine.artifacts if artifacts == "base64" else None)
     return JSONResponse(body, status_code=status)
 
 
 async def _fast_run(
-    request: Request, flow: CompiledFlow, values: dict[str, Any], timeout: float | None
+    request: Request,
+    flow: CompiledFlow,
+    values: dict[str, Any],
+    timeout: float | None,
+    artifacts: ArtifactStore | None = None,
 ) -> Response:
     """A run of quick pure nodes: executed in the request, recorded once at the end."""
     fb = request.app.state.fb
@@ -426,7 +458,7 @@ async def _fast_run(
             for node_id, status in result.node_status.items()
         ],
     )
-    code, body = result_body(result)
+    code, body = result_body(result, artifacts)
     return JSONResponse(body, status_code=code)
 
 
