@@ -12,10 +12,11 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowbuilder import events
-from flowbuilder.errors import RunCancelled
+from flowbuilder.errors import NodeError, RunCancelled
 
 if TYPE_CHECKING:
     from flowbuilder.artifacts import ArtifactStore
@@ -113,6 +114,24 @@ class RunContext:
     def stop(self) -> None:
         """Ask this node's worker threads to stop (used on timeout and cancellation)."""
         self._stopped = True
+
+    def allowed_path(self, raw: str, base: Path) -> Path:
+        """Resolve a user-given path (relative to ``base``) for reading or writing.
+
+        Raises:
+            NodeError: the path lies outside the allowed folders (the current folder, the
+                data directory and ``FLOWBUILDER_ALLOWED_ROOTS``).
+        """
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = base / path
+        if not self.settings.is_allowed(path):
+            roots = ", ".join(str(r) for r in self.settings.allowed_roots)
+            raise NodeError(
+                f"'{raw}' is outside the allowed folders ({roots}); add its folder "
+                "to FLOWBUILDER_ALLOWED_ROOTS to allow it"
+            )
+        return path
 
     async def to_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work in a worker thread and await its result."""

@@ -22,19 +22,6 @@ from flowbuilder.types import ArtifactRef
 FileKind = Literal["text", "audio", "image", "document", "dataset", "file"]
 
 
-def _checked_path(ctx: RunContext, raw: str, *, base: Path) -> Path:
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = base / path
-    if not ctx.settings.is_allowed(path):
-        roots = ", ".join(str(r) for r in ctx.settings.allowed_roots)
-        raise NodeError(
-            f"'{raw}' is outside the allowed folders ({roots}); add its folder "
-            "to FLOWBUILDER_ALLOWED_ROOTS to allow it"
-        )
-    return path
-
-
 class LoadFile(Node):
     """Load a file by path into the flow: text, audio, image, document or dataset.
 
@@ -68,7 +55,7 @@ class LoadFile(Node):
         return f"{stat.st_mtime_ns}:{stat.st_size}"
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        path = _checked_path(ctx, inputs.path, base=Path.cwd())
+        path = ctx.allowed_path(inputs.path, Path.cwd())
         kind = "document" if inputs.kind == "text" else inputs.kind
         ref = await ctx.to_thread(ctx.artifacts.put_file, path, kind=kind)
         text = ""
@@ -109,7 +96,7 @@ class SaveFile(Node):
         path: str
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        path = _checked_path(ctx, inputs.path, base=ctx.settings.home / "outputs")
+        path = ctx.allowed_path(inputs.path, ctx.settings.home / "outputs")
         if path.exists() and not inputs.overwrite:
             raise NodeError(f"{path} exists and 'overwrite' is off")
         value = inputs.value

@@ -21,19 +21,6 @@ from flowbuilder.types import ImageRef
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
 
 
-def _allowed(ctx: RunContext, raw: str, base: Path) -> Path:
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = base / path
-    if not ctx.settings.is_allowed(path):
-        roots = ", ".join(str(r) for r in ctx.settings.allowed_roots)
-        raise NodeError(
-            f"'{raw}' is outside the allowed folders ({roots}); add its folder "
-            "to FLOWBUILDER_ALLOWED_ROOTS to allow it"
-        )
-    return path
-
-
 def open_image(path: Path, name: str) -> Any:
     """The image in ``path``, fully decoded (a ``PIL.Image.Image``).
 
@@ -92,7 +79,7 @@ class LoadImage(Node):
         return f"{stat.st_mtime_ns}:{stat.st_size}"
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        path = _allowed(ctx, inputs.path, Path.cwd())
+        path = ctx.allowed_path(inputs.path, Path.cwd())
         if not path.is_file():
             raise NodeError(f"image file not found: {path}")
         img = await ctx.to_thread(open_image, path, path.name)
@@ -130,7 +117,7 @@ class SaveImage(Node):
         path: str
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        path = _allowed(ctx, inputs.path, ctx.settings.home / "outputs")
+        path = ctx.allowed_path(inputs.path, ctx.settings.home / "outputs")
         fmt = FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise NodeError(
