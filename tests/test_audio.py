@@ -210,7 +210,8 @@ def test_long_audio_reports_progress(audio_engine: Engine, tmp_path: Path) -> No
     assert len(fractions) >= 4 and fractions == sorted(fractions)
     assert fractions[-1] == pytest.approx(1.0)
     assert progress[-1].message == "22.0 / 22.0 s of audio"
-    assert result.node_outputs["2"]["text"].lower().count("ask not") == 2
+    # Both halves are transcribed (the tiny model sometimes hears "asked not").
+    assert result.node_outputs["2"]["text"].lower().count("what your country can do for") == 2
 
 
 @pytest.mark.slow
