@@ -9,8 +9,9 @@ cancelled node closes the HTTP stream at once. Faults are mapped as described in
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,40 @@ class OpenAIProvider:
             params["response_format"] = {"type": "json_object"}
         return params
 
+    @contextlib.contextmanager
+    def _sdk_errors(
+        self,
+        model: str,
+        credential: str | None,
+        timeout: float,
+        streaming: Callable[[], bool] = lambda: False,
+    ) -> Iterator[None]:
+        """Turn the openai SDK's exceptions into flowbuilder's (see ``remote.py``):
+        status codes, time-outs, dropped connections (``streaming()`` tells whether a
+        stream had started) and error events inside a stream."""
+        import openai
+
+        try:
+            yield
+        except openai.APIStatusError as exc:
+            raise status_error(
+                self.endpoint,
+                model,
+                exc.status_code,
+                exc.body,
+                exc.response.headers,
+                exc.message,
+                credential,
+            ) from None
+        except openai.APITimeoutError:
+            raise timeout_error(self.endpoint, model, timeout) from None
+        except openai.APIConnectionError as exc:
+            raise connection_error(self.endpoint, model, exc, streaming=streaming()) from None
+        except openai.APIError as exc:  # an error event inside a stream
+            raise status_error(
+                self.endpoint, model, 500, exc.body, None, exc.message, credential
+            ) from None
+
     async def chat(
         self,
         ctx: RunContext,
@@ -101,7 +136,6 @@ class OpenAIProvider:
         request: ChatRequest,
         on_token: TokenCallback | None = None,
     ) -> ChatResult:
-        import openai
 
         timeout = request.timeout_s or self.endpoint.timeout_s
         pieces: list[str] = []
@@ -110,7 +144,8 @@ class OpenAIProvider:
         finish = "stop"
         answered_by = model
         started = False
-        try:
+        errors = self._sdk_errors(model, request.credential, timeout, lambda: started)
+        with errors:
             async with self._client(request.credential, request.timeout_s) as client:
                 stream = await client.chat.completions.create(
                     **self._params(model, request),
@@ -138,24 +173,6 @@ class OpenAIProvider:
                             pieces.append(delta.content)
                             if on_token is not None:
                                 on_token(delta.content)
-        except openai.APIStatusError as exc:
-            raise status_error(
-                self.endpoint,
-                model,
-                exc.status_code,
-                exc.body,
-                exc.response.headers,
-                exc.message,
-                request.credential,
-            ) from None
-        except openai.APITimeoutError:
-            raise timeout_error(self.endpoint, model, timeout) from None
-        except openai.APIConnectionError as exc:
-            raise connection_error(self.endpoint, model, exc, streaming=started) from None
-        except openai.APIError as exc:  # an error event inside the stream
-            raise status_error(
-                self.endpoint, model, 500, exc.body, None, exc.message, request.credential
-            ) from None
         if refusal:
             raise refused_error(self.endpoint, model, "".join(refusal))
         if finish == "content_filter":
@@ -173,13 +190,12 @@ class OpenAIProvider:
         request: EmbedRequest,
         on_progress: ProgressCallback | None = None,
     ) -> EmbeddingResult:
-        import openai
 
         timeout = request.timeout_s or self.endpoint.timeout_s
         vectors: list[list[float]] = []
         tokens = 0
         total = len(request.texts)
-        try:
+        with self._sdk_errors(model, request.credential, timeout):
             async with self._client(request.credential, request.timeout_s) as client:
                 for start in range(0, total, EMBED_BATCH):
                     ctx.check_cancelled()
@@ -193,20 +209,6 @@ class OpenAIProvider:
                         tokens += response.usage.prompt_tokens or 0
                     if on_progress is not None:
                         on_progress(min(start + EMBED_BATCH, total), total)
-        except openai.APIStatusError as exc:
-            raise status_error(
-                self.endpoint,
-                model,
-                exc.status_code,
-                exc.body,
-                exc.response.headers,
-                exc.message,
-                request.credential,
-            ) from None
-        except openai.APITimeoutError:
-            raise timeout_error(self.endpoint, model, timeout) from None
-        except openai.APIConnectionError as exc:
-            raise connection_error(self.endpoint, model, exc, streaming=False) from None
         if request.normalize:
             vectors = [_unit(v) for v in vectors]
         dims = len(vectors[0]) if vectors else 0
@@ -219,23 +221,10 @@ class OpenAIProvider:
 
         Raises the same errors as :meth:`chat` (e.g. NodeError for a wrong key).
         """
-        import openai
 
-        try:
+        with self._sdk_errors("*", credential, self.endpoint.timeout_s):
             async with self._client(credential, None) as client:
                 return sorted([m.id async for m in client.models.list()])
-        except openai.APIStatusError as exc:
-            raise status_error(
-                self.endpoint,
-                "*",
-                exc.status_code,
-                exc.body,
-                exc.response.headers,
-                exc.message,
-                credential,
-            ) from None
-        except openai.APIConnectionError as exc:
-            raise connection_error(self.endpoint, "*", exc, streaming=False) from None
 
 
 def _message(message: ChatMessage) -> dict[str, Any]:
