@@ -78,9 +78,14 @@ class RunContext:
         self.log = logging.getLogger(f"flowbuilder.node.{node_type}")
 
     def progress(
-        self, fraction: float | None = None, message: str = "", delta: str | None = None
+        self,
+        fraction: float | None = None,
+        message: str = "",
+        delta: str | None = None,
+        metrics: dict[str, float] | None = None,
     ) -> None:
-        """Report progress: ``fraction`` in [0, 1] or None, a short message, streamed text.
+        """Report progress: ``fraction`` in [0, 1] or None, a short message, streamed text,
+        and ``metrics`` — numbers a chart can plot, e.g. ``{"step": 12, "loss": 1.93}``.
 
         Safe from any thread. Also a cancellation point: raises
         :class:`~flowbuilder.errors.RunCancelled` when the run was cancelled or the node
@@ -94,6 +99,7 @@ class RunContext:
             "fraction": fraction,
             "message": message,
             "delta": delta,
+            "metrics": metrics,
         }
         if threading.get_ident() == self._thread:
             self._bus.emit(events.NodeProgress, **fields)

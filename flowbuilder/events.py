@@ -46,7 +46,8 @@ class NodeStarted(_Event):
 class NodeProgress(_Event):
     """Progress of a node: ``fraction`` in [0, 1] (None when unknown) and a short message.
 
-    ``delta`` carries streamed output (e.g. the tokens an LLM just generated).
+    ``delta`` carries streamed output (e.g. the tokens an LLM just generated);
+    ``metrics`` numbers to plot (a training step's ``{"step", "loss", "eta_s", …}``).
     """
 
     type: Literal["node_progress"] = "node_progress"
@@ -54,6 +55,7 @@ class NodeProgress(_Event):
     fraction: float | None = None
     message: str = ""
     delta: str | None = None
+    metrics: dict[str, float] | None = None
 
 
 class NodeCached(_Event):

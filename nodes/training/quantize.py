@@ -1,0 +1,5 @@
+"""(being written)"""
+
+from flowbuilder.node import Node
+
+NODES: tuple[type[Node], ...] = ()
