@@ -14,7 +14,11 @@ Tables:
 - ``runs``: id (the scheduler's ``run_id``), flow_id and flow_version (null for a graph
   run from a file; flow_id becomes null when the flow is deleted), source (``canvas``, ``api``,
   ``cli``, …), status (see :data:`RUN_STATUSES`), inputs, outputs, error, failed_node,
-  created_at, started_at, finished_at, elapsed_s.
+  created_at, started_at, finished_at, elapsed_s; and for the run queue shared by several
+  servers: owner (the id of the server executing it; null while it waits), heartbeat_at
+  (when the owner last said it is alive), cancel_requested (set by any server, acted on by
+  the owner) and payload (what another server needs to start it: the graph and bound
+  inputs; cleared when the run ends). See :meth:`Store.claim_runs`.
 - ``node_runs``: (run_id, node_id) → node_type, status (see :data:`NODE_STATUSES`),
   started_at, finished_at, elapsed_s, error (or the reason a node was skipped or
   cancelled), cached, attempts, outputs (a small summary, when known).
@@ -90,6 +94,10 @@ _PG_MIGRATION_LOCK = 0x666C6F77  # "flow": the advisory lock key held while migr
 _MIGRATE_LOCK = threading.Lock()
 
 INTERRUPTED_ERROR = "interrupted: the process running it stopped before the run finished"
+RUN_STALE_S = 10.0
+"""A live run whose owner's heartbeat is older than this many seconds is taken over
+(see :meth:`Store.recover_runs`)."""
+FINAL_RUN_STATUSES = tuple(s for s in RUN_STATUSES if s not in LIVE_RUN_STATUSES)
 
 
 # ---- errors -------------------------------------------------------------------------
@@ -214,6 +222,15 @@ class Run(SQLModel, table=True):
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
     elapsed_s: float | None = None
+    owner: str | None = None
+    heartbeat_at: datetime | None = _ts()
+    cancel_requested: bool = Field(
+        default=False,
+        sa_column=sa.Column(sa.Boolean(), nullable=False, default=False, server_default=sa.false()),
+    )
+    payload: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(sa.JSON(none_as_null=True), nullable=True)
+    )  # None is SQL NULL (not JSON null): "payload IS NULL" finds runs without one
 
 
 class NodeRun(SQLModel, table=True):
@@ -615,14 +632,22 @@ class Store:
         flow_version: int | None = None,
         source: str,
         inputs: dict[str, Any] | None = None,
+        owner: str | None = None,
+        payload: dict[str, Any] | None = None,
     ) -> Run:
         """Record a queued run. ``flow_version`` defaults to the flow's current version.
         ``inputs`` are stored as plain JSON (artifact refs as dicts).
+
+        ``owner`` is the id of the server that executes the run at once (its heartbeat
+        starts now); without one, a run with a ``payload`` (plain JSON: whatever a server
+        needs to start it, see ``server.runs``) waits in the queue for
+        :meth:`claim_runs`.
 
         Raises:
             NotFound: ``flow_id`` names no flow.
             AlreadyExists: a run with this id exists.
         """
+        now = _now()
         run = Run(
             id=run_id,
             flow_id=flow_id,
@@ -630,7 +655,10 @@ class Store:
             source=source,
             status="queued",
             inputs=_plain(inputs or {}),
-            created_at=_now(),
+            created_at=now,
+            owner=owner,
+            heartbeat_at=now if owner is not None else None,
+            payload=_plain(payload) if payload is not None else None,
         )
         with self._write() as s:
             if s.get(Run, run_id) is not None:
@@ -734,7 +762,9 @@ class Store:
             run = s.get(Run, result.run_id)
             if run is None:
                 raise NotFound("run", result.run_id)
-            run.status = result.status
+            if run.status != "interrupted":  # taken over meanwhile: it stays interrupted
+                run.status = result.status
+            run.payload = None
             run.outputs = _plain(result.outputs)
             run.error, run.failed_node = result.error, result.failed_node
             run.elapsed_s = result.elapsed_s
@@ -784,37 +814,182 @@ class Store:
         return [events.EVENT_ADAPTER.validate_python(r.data) for r in rows]
 
     def mark_interrupted(self) -> list[str]:
-        """On server start-up: every run still ``queued`` or ``running`` was left by a
-        process that died; mark it ``interrupted`` and return the run ids. Finished node
-        runs and recorded outputs are kept; nodes left running become ``cancelled``.
+        """Every run still ``queued`` or ``running`` was left by a process that died; mark
+        it ``interrupted`` and return the run ids. Finished node runs and recorded outputs
+        are kept; nodes left running become ``cancelled``.
 
         Every live run in the database is marked, so call this only where no other live
-        process writes runs to the same database.
+        process writes runs to the same database; a server calls :meth:`recover_runs`.
         """
         now = _now()
         with self._write() as s:
             runs = s.exec(
                 select(Run).where(col(Run.status).in_(LIVE_RUN_STATUSES)).with_for_update()
             ).all()
-            ids = [r.id for r in runs]
-            if not ids:
+            _interrupt(s, list(runs), now)
+            return [r.id for r in runs]
+
+    # ---- the run queue (several servers on one database) ----------------------------------
+
+    def claim_runs(self, owner: str, limit: int) -> list[Run]:
+        """Take up to ``limit`` waiting runs (``queued``, no owner, a payload, no cancel
+        request), oldest first, for the server ``owner``: each gets ``owner`` and a fresh
+        heartbeat, in one transaction. Atomic across processes: PostgreSQL locks the rows
+        with ``SELECT … FOR UPDATE SKIP LOCKED`` (two servers claiming at once take
+        different runs), SQLite's ``BEGIN IMMEDIATE`` lets one writer in at a time.
+
+        Returns the claimed runs (with their payloads); ``[]`` when none wait.
+        """
+        if limit <= 0:
+            return []
+        waiting = (
+            col(Run.status) == "queued",
+            col(Run.owner).is_(None),
+            col(Run.payload).is_not(None),
+            col(Run.cancel_requested).is_(False),
+        )
+        with self._read() as s:  # cheap check first: no write lock while the queue is empty
+            if s.exec(select(Run.id).where(*waiting).limit(1)).first() is None:
                 return []
+        now = _now()
+        query = (
+            select(Run)
+            .where(*waiting)
+            .order_by(col(Run.created_at), col(Run.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self._write() as s:
+            runs = list(s.exec(query).all())
             for run in runs:
-                run.status = "interrupted"
-                run.error = run.error or INTERRUPTED_ERROR
-                run.finished_at = now
-                if run.started_at is not None and run.elapsed_s is None:
-                    run.elapsed_s = (now - run.started_at).total_seconds()
+                run.owner, run.heartbeat_at = owner, now
                 s.add(run)
-            s.exec(
-                sa.update(NodeRun)
-                .where(
-                    col(NodeRun.run_id).in_(ids),
-                    col(NodeRun.status).in_(("queued", "running")),
+            return runs
+
+    def heartbeat(
+        self, owner: str, run_ids: list[str], *, beat: bool = True
+    ) -> tuple[list[str], list[str]]:
+        """The server ``owner`` says it still executes ``run_ids``: their ``heartbeat_at``
+        becomes now (when ``beat``; else nothing is written). Returns ``(cancel, lost)``:
+        the runs whose cancellation another server requested, and the runs that are no
+        longer this server's (taken over after a stale heartbeat, or deleted), which it
+        should stop.
+        """
+        if not run_ids:
+            return [], []
+        mine = (col(Run.id).in_(run_ids), col(Run.owner) == owner)
+        query = select(Run.id, Run.owner, Run.status, Run.cancel_requested).where(
+            col(Run.id).in_(run_ids)
+        )
+        if beat:
+            with self._write() as s:
+                s.exec(
+                    sa.update(Run)
+                    .where(*mine, col(Run.status).in_(LIVE_RUN_STATUSES))
+                    .values(heartbeat_at=_now())
                 )
-                .values(status="cancelled", error=INTERRUPTED_ERROR, finished_at=now)
+                rows = s.exec(query).all()
+        else:
+            with self._read() as s:
+                rows = s.exec(query).all()
+        found = {r[0]: r for r in rows}
+        cancel = [i for i, r in found.items() if r[3] and r[1] == owner]
+        lost = [
+            i
+            for i in run_ids
+            if i not in found or found[i][1] != owner or found[i][2] == "interrupted"
+        ]
+        return cancel, lost
+
+    def request_cancel(self, run_id: str) -> tuple[bool, Run]:
+        """Ask for a run to be cancelled, from any server. A run still waiting in the
+        queue (no owner) is cancelled here and now (and a ``run_cancelled`` event
+        recorded); a run that a server executes gets ``cancel_requested``, which its
+        owner sees at its next heartbeat and acts on.
+
+        Returns ``(accepted, run)``: ``accepted`` is False when the run had already ended
+        (``run.status`` says how).
+
+        Raises:
+            NotFound: no such run.
+        """
+        now = _now()
+        with self._write() as s:
+            run = s.exec(select(Run).where(col(Run.id) == run_id).with_for_update()).first()
+            if run is None:
+                raise NotFound("run", run_id)
+            if run.status not in LIVE_RUN_STATUSES:
+                return False, run
+            run.cancel_requested = True
+            if run.owner is None:
+                run.status, run.finished_at, run.payload = "cancelled", now, None
+                run.elapsed_s = 0.0
+                last = s.exec(
+                    select(sa.func.max(RunEvent.seq)).where(col(RunEvent.run_id) == run_id)
+                ).one()
+                event = events.RunCancelled(
+                    run_id=run_id, seq=int(last or 0) + 1, t=now.timestamp(), elapsed_s=0.0
+                )
+                s.add(
+                    RunEvent(
+                        run_id=run_id,
+                        seq=event.seq,
+                        type=event.type,
+                        data=_plain(event.model_dump(mode="json")),
+                    )
+                )
+            s.add(run)
+            return True, run
+
+    def recover_runs(
+        self, owner: str, stale_after_s: float = RUN_STALE_S, *, startup: bool = False
+    ) -> tuple[list[str], list[str]]:
+        """Take over the runs of servers that died: a live run whose owner's heartbeat is
+        older than ``stale_after_s`` seconds (or, when ``startup``, whose owner is
+        ``owner`` itself — a previous process with this server id — or that has neither
+        owner nor payload, as runs recorded before the queue existed).
+
+        A run that was claimed but never started goes back to the queue (owner cleared),
+        so another server runs it; one that started is marked ``interrupted``: finished
+        node runs and their outputs are kept, nodes left running become ``cancelled``.
+        Safe to call from every server at once (rows are locked; each run is taken over
+        once).
+
+        Returns ``(requeued, interrupted)`` run ids.
+        """
+        now = _now()
+        stale = sa.or_(
+            col(Run.heartbeat_at).is_(None),
+            col(Run.heartbeat_at) < now - timedelta(seconds=stale_after_s),
+        )
+        dead = sa.and_(col(Run.owner).is_not(None), stale)
+        if startup:
+            dead = sa.or_(
+                dead,
+                col(Run.owner) == owner,
+                sa.and_(col(Run.owner).is_(None), col(Run.payload).is_(None)),
             )
-            return ids
+        where = (col(Run.status).in_(LIVE_RUN_STATUSES), dead)
+        with self._read() as s:
+            if s.exec(select(Run.id).where(*where).limit(1)).first() is None:
+                return [], []
+        with self._write() as s:
+            runs = list(s.exec(select(Run).where(*where).with_for_update(skip_locked=True)).all())
+            requeue = [
+                r
+                for r in runs
+                if r.status == "queued"
+                and r.started_at is None
+                and r.payload is not None
+                and not r.cancel_requested
+            ]
+            for run in requeue:
+                run.owner, run.heartbeat_at = None, None
+                s.add(run)
+            requeued = {r.id for r in requeue}
+            gone = [r for r in runs if r.id not in requeued]
+            _interrupt(s, gone, now)
+            return [r.id for r in requeue], [r.id for r in gone]
 
     def _record(self, run_id: str, event: Any, keep: bool) -> None:
         """Apply one event to ``runs`` / ``node_runs`` and, when ``keep``, append it to
@@ -920,6 +1095,29 @@ _NODE_RUNS = SQLModel.metadata.tables["node_runs"]
 _RUN_EVENTS = SQLModel.metadata.tables["run_events"]
 
 
+def _interrupt(s: Session, runs: list[Run], now: datetime) -> None:
+    """Mark ``runs`` (locked, live) ``interrupted`` in session ``s``: nodes left queued
+    or running become ``cancelled``; finished node runs are kept as they are."""
+    if not runs:
+        return
+    for run in runs:
+        run.status = "interrupted"
+        run.error = run.error or INTERRUPTED_ERROR
+        run.finished_at = now
+        run.payload = None
+        if run.started_at is not None and run.elapsed_s is None:
+            run.elapsed_s = (now - run.started_at).total_seconds()
+        s.add(run)
+    s.exec(
+        sa.update(NodeRun)
+        .where(
+            col(NodeRun.run_id).in_([r.id for r in runs]),
+            col(NodeRun.status).in_(("queued", "running")),
+        )
+        .values(status="cancelled", error=INTERRUPTED_ERROR, finished_at=now)
+    )
+
+
 def _run_changes(row: Mapping[Any, Any], event: Any, t: datetime) -> dict[str, Any]:
     """The columns of a ``runs`` row that a run-level event changes."""
     etype = event.type
@@ -929,7 +1127,8 @@ def _run_changes(row: Mapping[Any, Any], event: Any, t: datetime) -> dict[str, A
             changes["status"] = "running"
         return changes
     changes = {
-        "status": etype.removeprefix("run_"),
+        # a run taken over by another server stays interrupted
+        "status": "interrupted" if row["status"] == "interrupted" else etype.removeprefix("run_"),
         "finished_at": t,
         "elapsed_s": event.elapsed_s,
         "started_at": row["started_at"] or t - timedelta(seconds=event.elapsed_s),

@@ -18,7 +18,7 @@ from flowbuilder.errors import GraphFileError
 from flowbuilder.graph import load_graph
 from flowbuilder.secrets import install_log_redaction
 from flowbuilder.store import Store
-from server.runs import RunManager
+from server.runs import RunManager, default_server_id
 
 log = logging.getLogger(__name__)
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -54,16 +54,35 @@ def seed_examples(store: Store, folder: Path = EXAMPLES) -> list[str]:
     return added
 
 
-def setup(engine: Engine | None = None, store: Store | None = None) -> Services:
-    """Create the services, mark runs left by a dead process interrupted, register pages."""
+def setup(
+    engine: Engine | None = None, store: Store | None = None, *, server_id: str | None = None
+) -> Services:
+    """Create the services, take over the runs of servers that stopped, register pages.
+
+    ``server_id`` names this server in the run queue (default
+    :func:`~server.runs.default_server_id`). Runs this id owned before (a previous
+    process of this server) and runs whose owner's heartbeat is stale end
+    ``interrupted`` (or go back to the queue when they never started); other servers'
+    live runs on the same database are left alone. The run queue's background task
+    starts with the app.
+
+    Raises:
+        SettingError: a run queue setting (``FLOWBUILDER_MAX_RUNS``, …) is not a number.
+    """
     engine = engine or Engine()
     store = store or Store()
-    interrupted = store.mark_interrupted()
+    manager = RunManager(engine, store, owner=server_id)
+    requeued, interrupted = store.recover_runs(manager.owner, manager.stale_s, startup=True)
     if interrupted:
         log.warning("%d run(s) were interrupted by a restart", len(interrupted))
+    if requeued:
+        log.warning("%d run(s) claimed by a stopped server went back to the queue", len(requeued))
     seed_examples(store)
-    fb = Services(engine, store, RunManager(engine, store))
+    fb = Services(engine, store, manager)
     app.state.fb = fb
+    # both idempotent, and they act on the current services
+    app.on_startup(lambda: services().runs.start_background())
+    app.on_shutdown(lambda: services().runs.stop_background())
     from server.api.artifacts import router as artifacts_router
     from server.pages import editor, flows, knowledge, runs, settings  # noqa: F401  (registers pages)
 
@@ -78,7 +97,7 @@ def setup(engine: Engine | None = None, store: Store | None = None) -> Services:
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     """Start the server and block until it stops."""
     install_log_redaction()
-    fb = setup()
+    fb = setup(server_id=default_server_id(port))
     from server.api.auth import require_for_host, storage_secret
 
     auth = require_for_host(host)  # the login keeps its key in app.storage.user

@@ -29,8 +29,9 @@ from flowbuilder.engine import Engine
 from flowbuilder.errors import InputError
 from flowbuilder.graph import load_graph
 from flowbuilder.types import REF_CLASSES, to_jsonable
-from server.api.runs import END_EVENTS, SSE_HEADERS, result_body, sse
+from server.api.runs import SSE_HEADERS, result_body, sse
 from server.api.schema import compiled_flow, result_model
+from server.runs import END_EVENTS
 
 
 def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:

@@ -145,7 +145,7 @@ def test_migrations_create_every_table_and_can_run_again(db_url: str) -> None:
         Store(db_url).close()
         with store.engine.connect() as conn:
             context = MigrationContext.configure(conn)
-            assert context.get_current_revision() == "0001"
+            assert context.get_current_revision() == "0002"
             # the migration builds exactly the tables the models describe
             assert compare_metadata(context, SQLModel.metadata) == []
         assert store.get_flow(flow.id).name == "kept"
@@ -179,7 +179,7 @@ def test_processes_starting_together_migrate_once(db_url: str, tmp_path: Path) -
     failures = [p.communicate(timeout=120)[1] for p in procs if p.wait(timeout=120) != 0]
     assert failures == []
     with Store(db_url) as store, store.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0001"
+        assert MigrationContext.configure(conn).get_current_revision() == "0002"
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar() == 1
 
 

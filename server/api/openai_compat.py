@@ -33,7 +33,7 @@ from flowbuilder.store import NotFound
 from flowbuilder.validate import FlowInput, FlowOutput
 from server.api.runs import plans
 from server.api.schema import CompiledFlow
-from server.runs import END_EVENTS, ActiveRun
+from server.runs import ActiveRun
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 ANSWER_NAMES = ("text", "answer", "reply", "response")
@@ -253,24 +253,14 @@ async def _stream(
     output: str,
 ) -> AsyncIterator[str]:
     fb = request.app.state.fb
-    run_id = active.run_id
-    queue = fb.runs.subscribe(run_id)
-    if queue is None:  # it already ended: replay what it did
-        queue = asyncio.Queue()
-        for past in active.history:
-            queue.put_nowait(past)
     yield _chunk(cid, model, created, {"role": "assistant", "content": ""}, None)
     streamed = False
-    try:
-        while True:
-            event = await queue.get()
-            if isinstance(event, events.NodeProgress) and event.delta and event.node_id == source:
-                streamed = True
-                yield _chunk(cid, model, created, {"content": event.delta}, None)
-            if isinstance(event, END_EVENTS):
-                break
-    finally:
-        fb.runs.unsubscribe(run_id, queue)
+    # live tokens when the run executes here; a run queued and executed by another
+    # server sends its whole answer at the end instead
+    async for event in fb.runs.follow(active.run_id, handle=active):
+        if isinstance(event, events.NodeProgress) and event.delta and event.node_id == source:
+            streamed = True
+            yield _chunk(cid, model, created, {"content": event.delta}, None)
     result = await active.task if active.task is not None else None
     if result is None or result.status != "finished":
         why = (result.error if result else None) or "the run did not finish"

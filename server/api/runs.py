@@ -13,6 +13,9 @@ Routes (under ``/api/v1``):
   The stream ends after the run's final event.
 - ``POST /runs/{id}/cancel``.
 
+Several servers may share one database (see :mod:`server.runs`): a run started on one can
+wait in the queue and execute on another; every route above works on any of them.
+
 Unpublished flows answer 404 on the run routes. Runs made only of quick pure nodes
 (Input → Template → Output) take a fast path: no per-event recording, and one run record
 written at the end, in batches (:class:`RunLog`); their records read the same.
@@ -41,7 +44,7 @@ from flowbuilder.scheduler import RunResult
 from flowbuilder.store import NotFound, Store
 from flowbuilder.types import REF_CLASSES, ArtifactRef, to_jsonable
 from server.api.schema import CompiledFlow, PlanCache
-from server.runs import END_EVENTS, ActiveRun
+from server.runs import ActiveRun
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["runs"])
@@ -49,6 +52,8 @@ router = APIRouter(prefix="/api/v1", tags=["runs"])
 _RUNS = SQLModel.metadata.tables["runs"]
 _NODE_RUNS = SQLModel.metadata.tables["node_runs"]
 SSE_KEEPALIVE_S = 15.0
+PRIVATE_RUN_FIELDS = {"payload"}
+"""Run columns the API does not show (the queued graph and inputs: large, internal)."""
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 GENERIC_BODY = {
     "requestBody": {
@@ -292,9 +297,10 @@ def with_artifact_urls(value: Any, artifacts: ArtifactStore | None = None) -> An
 def result_body(
     result: RunResult, artifacts: ArtifactStore | None = None
 ) -> tuple[int, dict[str, Any]]:
-    """HTTP status and body for a run result: 200 finished, 500 failed (naming the node),
-    409 cancelled. Artifacts in the outputs come with their URL, and with their bytes as
-    base64 when ``artifacts`` (the store to read them from) is given."""
+    """HTTP status and body for a run result: 200 finished, 500 failed (naming the node)
+    or interrupted (the server executing it stopped), 409 cancelled. Artifacts in the
+    outputs come with their URL, and with their bytes as base64 when ``artifacts`` (the
+    store to read them from) is given."""
     body: dict[str, Any] = {
         "run_id": result.run_id,
         "status": result.status,
@@ -303,7 +309,7 @@ def result_body(
     }
     if result.status == "finished":
         return 200, body
-    if result.status == "failed":
+    if result.status in ("failed", "interrupted"):  # interrupted: its server stopped
         body.update(error=result.error, node_id=result.failed_node)
         return 500, {"detail": body}
     return 409, {"detail": {**body, "error": "the run was cancelled"}}
@@ -317,33 +323,14 @@ def sse(event: Any) -> str:
 async def follow(
     request: Request, run_id: str, after: int = 0, *, active: ActiveRun | None = None
 ) -> AsyncIterator[str]:
-    """The run's events after ``after`` as SSE text, live when the run is active here,
-    else from the store; ends after the final event. Given the ``active`` run it
+    """The run's events after ``after`` as SSE text, until its final event: live when
+    the run executes here, else from the store (polled, so a run executing on another
+    server sharing the database can be followed too). Given the ``active`` run it
     started, a ``result`` event with the full outputs follows.
     """
     fb = request.app.state.fb
-    queue = fb.runs.subscribe(run_id)
-    if queue is None and active is not None:  # it already ended: replay what it did
-        queue = asyncio.Queue()
-        for past in active.history:
-            queue.put_nowait(past)
-    if queue is None:
-        for event in await asyncio.to_thread(fb.store.events_after, run_id, after):
-            yield sse(event)
-        return
-    try:
-        while True:
-            try:
-                event = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
-            except TimeoutError:
-                yield ": keep-alive\n\n"
-                continue
-            if event.seq > after:
-                yield sse(event)
-            if isinstance(event, END_EVENTS):
-                break
-    finally:
-        fb.runs.unsubscribe(run_id, queue)
+    async for event in fb.runs.follow(run_id, after, handle=active, keepalive_s=SSE_KEEPALIVE_S):
+        yield ": keep-alive\n\n" if event is None else sse(event)
     if active is not None and active.task is not None:
         res = await active.task
         data = json.dumps(
@@ -388,7 +375,7 @@ async def run_flow(
     try:
         result = await asyncio.wait_for(asyncio.shield(active.task), timeout)
     except TimeoutError:
-        fb.runs.cancel(active.run_id)
+        await fb.runs.request_cancel(active.run_id)
         raise HTTPException(
             504,
             {"run_id": active.run_id, "error": f"the run took longer than {timeout} s; cancelled"},
@@ -465,7 +452,8 @@ async def _fast_run(
 @router.post("/flows/{flow_id}/runs", status_code=202, openapi_extra=GENERIC_BODY)
 async def submit_run(request: Request, flow_id: str) -> dict[str, Any]:
     """Start a run of a published flow and answer at once (202) with its id; poll
-    ``GET /runs/{id}`` or follow ``GET /runs/{id}/events``."""
+    ``GET /runs/{id}`` or follow ``GET /runs/{id}/events``. When every server is busy
+    (``FLOWBUILDER_MAX_RUNS``) the run waits in the queue, status ``queued``."""
     flow = compiled(request, flow_id)
     values = await read_inputs(request, flow)
     bind(request, flow, values)
@@ -483,7 +471,7 @@ async def submit_run(request: Request, flow_id: str) -> dict[str, Any]:
 def run_record(store: Store, run_id: str, *, nodes: bool = True) -> dict[str, Any]:
     """A run as JSON: its record and, when ``nodes``, its node runs. Raises: NotFound."""
     run = store.get_run(run_id)
-    data: dict[str, Any] = run.model_dump(mode="json")
+    data: dict[str, Any] = run.model_dump(mode="json", exclude=PRIVATE_RUN_FIELDS)
     if nodes:
         data["nodes"] = [nr.model_dump(mode="json") for nr in store.node_runs(run_id)]
     return data
@@ -504,7 +492,11 @@ async def list_runs(
     runs = await asyncio.to_thread(
         store.list_runs, flow_id, limit if source is None else 500, offset, status=status
     )
-    rows = [r.model_dump(mode="json") for r in runs if source is None or r.source == source]
+    rows = [
+        r.model_dump(mode="json", exclude=PRIVATE_RUN_FIELDS)
+        for r in runs
+        if source is None or r.source == source
+    ]
     return rows[:limit]
 
 
@@ -546,12 +538,14 @@ async def run_events(
 
 @router.post("/runs/{run_id}/cancel", status_code=202)
 async def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
-    """Cancel a run that is still going; 409 when it already ended."""
+    """Cancel a run that is still going, wherever it executes (a queued run is cancelled
+    at once; one on another server sharing the database within about a second); 409
+    when it already ended."""
     fb = request.app.state.fb
-    if fb.runs.cancel(run_id):
-        return {"run_id": run_id, "cancelling": True}
     try:
-        run = await asyncio.to_thread(fb.store.get_run, run_id)
+        accepted, status = await fb.runs.request_cancel(run_id)
     except NotFound:
         raise HTTPException(404, f"no run {run_id}") from None
-    raise HTTPException(409, f"run {run_id} is not running (it is {run.status})")
+    if accepted:
+        return {"run_id": run_id, "cancelling": True}
+    raise HTTPException(409, f"run {run_id} is not running (it is {status})")
