@@ -29,6 +29,7 @@ from flowbuilder.errors import GraphFileError, GraphInvalid, InputError, Issue
 from flowbuilder.graph import load_graph
 from flowbuilder.scheduler import RunResult
 from flowbuilder.secrets import install_log_redaction
+from flowbuilder.settings import Settings, SettingsError
 from flowbuilder.types import ArtifactRef
 from flowbuilder.validate import Plan
 
@@ -255,10 +256,37 @@ def run(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress display")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log more")] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            "--executor",
+            help="where nodes run: local (this process) or ray (a Ray cluster); "
+            "default FLOWBUILDER_EXECUTOR or local",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Ray cluster to join (auto, ray://host:10001); default "
+            "FLOWBUILDER_RAY_ADDRESS, else a local cluster is started",
+        ),
+    ] = None,
 ) -> None:
     """Run a graph file and print its outputs."""
     _setup_logging(verbose)
-    engine = Engine(cache=not no_cache)
+    overrides: dict[str, object] = {}
+    if executor is not None:
+        overrides["executor"] = executor.strip().lower()
+    if address is not None:
+        overrides["ray_address"] = address
+        overrides.setdefault("executor", "ray")
+    try:
+        settings = Settings.from_env(**overrides)
+    except SettingsError as exc:
+        err.print(Panel(escape(str(exc)), title="bad setting", border_style="red"))
+        raise typer.Exit(EXIT_INVALID) from None
+    engine = Engine(settings=settings, cache=not no_cache)
     plan = _load(graph, engine, as_json)
     try:
         values = _parse_inputs(plan, inputs or [], input_json)
@@ -269,6 +297,17 @@ def run(
         else:
             err.print(Panel(escape(str(exc)), title="bad input", border_style="red"))
         raise typer.Exit(EXIT_INVALID) from None
+
+    start = getattr(engine.executor, "start", None)
+    if start is not None:  # join or start the cluster now, from the main thread
+        try:
+            start()
+        except Exception as exc:
+            where = settings.ray_address or "a local cluster"
+            err.print(
+                Panel(escape(f"{type(exc).__name__}: {exc}"), title=f"cannot start Ray ({where})")
+            )
+            raise typer.Exit(EXIT_FAILED) from None
 
     view = None if quiet else _ProgressView(plan)
     listeners: list[events.Listener] = [view] if view else []
@@ -283,11 +322,14 @@ def run(
             node_timeout=timeout,
         )
 
-    if view:
-        with view.progress:
+    try:
+        if view:
+            with view.progress:
+                result = asyncio.run(go())
+        else:
             result = asyncio.run(go())
-    else:
-        result = asyncio.run(go())
+    finally:
+        engine.close()
 
     if out_dir is not None:
         _write_out(engine, result, out_dir)

@@ -7,6 +7,10 @@ scheduler, so the CLI, the server and tests all run graphs the same way::
     result = await engine.run(load_graph("examples/voice_memo.json"),
                               {"audio": "speech.flac"})
     result.outputs["summary"]
+
+Where nodes run follows ``settings.executor`` (``FLOWBUILDER_EXECUTOR``): ``local`` in
+this process, ``ray`` on a Ray cluster (see :mod:`flowbuilder.executors`). The server
+runs through ``engine.scheduler`` and so follows the same setting.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from flowbuilder import events
 from flowbuilder.artifacts import ArtifactStore
 from flowbuilder.cache import MemoryCache
 from flowbuilder.errors import InputError, NodeError
+from flowbuilder.executors import Executor, make_executor
 from flowbuilder.graph import Graph
 from flowbuilder.models import ModelCache
 from flowbuilder.providers import default_providers
@@ -34,7 +39,11 @@ from flowbuilder.validate import Plan, compile_graph
 
 
 class Engine:
-    """Registry + services + scheduler. Safe to share across runs in one process."""
+    """Registry + services + scheduler. Safe to share across runs in one process.
+
+    ``executor`` overrides the one ``settings.executor`` names (e.g. a
+    :class:`~flowbuilder.executors.ray.RayExecutor` shared by several engines).
+    """
 
     def __init__(
         self,
@@ -42,20 +51,27 @@ class Engine:
         settings: Settings | None = None,
         *,
         cache: bool = True,
+        executor: Executor | None = None,
     ) -> None:
         self.registry = registry if registry is not None else default_registry()
         self.settings = settings or Settings.from_env()
-        self.artifacts = ArtifactStore(self.settings.home / "artifacts")
+        self.artifacts = ArtifactStore(self.settings.artifacts_root)
         self.models = ModelCache(self.settings.model_memory_mb)
         self.cache = MemoryCache() if cache else None
         self.providers = default_providers(self.settings)
+        self.executor = executor if executor is not None else make_executor(self.settings)
         self.scheduler = Scheduler(
             artifacts=self.artifacts,
             models=self.models,
             settings=self.settings,
             providers=self.providers,
             cache=self.cache,
+            executor=self.executor,
         )
+
+    def close(self) -> None:
+        """Release the executor's resources (Ray actors; a local Ray cluster it started)."""
+        self.executor.close()
 
     def compile(self, graph: Graph) -> Plan:
         """Check a graph (see :func:`flowbuilder.validate.compile_graph`)."""

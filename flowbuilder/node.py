@@ -14,7 +14,7 @@ import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.fields import FieldInfo
 
 from flowbuilder.types import port_type_of
@@ -34,6 +34,21 @@ class NodeMeta(BaseModel):
     ``heavy`` marks model work that is bounded by the per-device limit.
     ``retries`` is how many times a :class:`~flowbuilder.errors.RetryableError` is
     retried, with exponential back-off and jitter.
+
+    Scale-out hints, read by the Ray executor (:mod:`flowbuilder.executors.ray`) and
+    ignored in process:
+
+    - ``num_cpus``: CPU cores one execution reserves. ``None`` means the executor's
+      default: 1 for a node run as a Ray task, none for the long-lived actor that runs a
+      ``heavy`` node (an actor holding cores for its whole life would starve every other
+      node on a small cluster).
+    - ``num_gpus``: GPUs one execution (or a heavy node's actor) reserves; 0 by default.
+    - ``memory_mb``: memory in MB Ray reserves for it; ``None`` reserves none.
+    - ``idempotent``: running the node again after its worker died mid-run is safe (no
+      side effect happens twice in a way that matters). Such a node is re-run, up to
+      ``max(1, retries)`` times, when its Ray worker is lost; any other node fails with
+      a "worker lost" error. Defaults to ``deterministic``: a node whose outputs depend
+      only on its inputs is one the cache already treats as re-runnable.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -46,6 +61,18 @@ class NodeMeta(BaseModel):
     heavy: bool = False
     retries: int = 0
     timeout_s: float | None = None
+    num_cpus: float | None = Field(None, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_mb: int | None = Field(None, ge=0)
+    idempotent: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _idempotent_default(cls, data: Any) -> Any:
+        """``idempotent`` defaults to the value of ``deterministic`` (itself True)."""
+        if isinstance(data, dict) and "idempotent" not in data:
+            data = {**data, "idempotent": data.get("deterministic", True)}
+        return data
 
 
 def Port(default: Any = ..., *, description: str = "", **extra: Any) -> Any:

@@ -1,9 +1,11 @@
 """Dataflow execution of a plan.
 
 Nodes start as soon as all their inputs are ready (``graphlib.TopologicalSorter``'s
-``get_ready()`` / ``done()``), so independent branches overlap; each node runs as an
-asyncio task and does blocking work in worker threads through its context. Heavy model
-work is bounded by a per-device semaphore. The scheduler, not the nodes, handles:
+``get_ready()`` / ``done()``), so independent branches overlap. Running one node on its
+validated inputs is delegated to an executor (:mod:`flowbuilder.executors`): in process
+by default (an asyncio task, blocking work in worker threads, heavy model work bounded by
+a per-device semaphore), or as a Ray task. The scheduler, not the nodes nor the
+executor, handles:
 
 - the cache (see :mod:`flowbuilder.cache`),
 - per-node timeouts (the node's ``meta.timeout_s`` or the run's ``node_timeout``),
@@ -13,6 +15,8 @@ work is bounded by a per-device semaphore. The scheduler, not the nodes, handles
 - failure: no new node starts, running ones finish, the run fails with the node's error;
   with ``keep_going`` every branch that does not depend on the failure still runs,
 - cancellation: running nodes are cancelled and their worker threads told to stop,
+- a lost worker (:class:`~flowbuilder.executors.WorkerLost`): the node is run again
+  when it is ``idempotent`` (up to ``max(1, retries)`` times), otherwise it fails,
 - freeing intermediate values once every consumer has read them.
 """
 
@@ -25,7 +29,6 @@ import random
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +40,8 @@ from flowbuilder.artifacts import ArtifactStore
 from flowbuilder.cache import MemoryCache, node_key
 from flowbuilder.context import RunContext
 from flowbuilder.errors import FlowbuilderError, NodeError, RetryableError, RunCancelled
+from flowbuilder.executors import Executor, WorkerLost
+from flowbuilder.executors.local import LocalExecutor
 from flowbuilder.models import ModelCache
 from flowbuilder.node import Node
 from flowbuilder.providers import ProviderRegistry
@@ -124,20 +129,14 @@ class Scheduler:
         settings: Settings,
         providers: ProviderRegistry,
         cache: MemoryCache | None = None,
+        executor: Executor | None = None,
     ) -> None:
+        """``executor`` runs single nodes; default: in process
+        (:class:`~flowbuilder.executors.local.LocalExecutor`)."""
         self.artifacts, self.models, self.settings = artifacts, models, settings
         self.providers = providers
         self.cache = cache
-        self._heavy: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _heavy_limit(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        sem = self._heavy.get(loop)
-        if sem is None:
-            sem = self._heavy[loop] = asyncio.Semaphore(self.settings.heavy_concurrency)
-        return sem
+        self.executor: Executor = executor if executor is not None else LocalExecutor(settings)
 
     async def execute(
         self,
@@ -326,6 +325,15 @@ class _Run:
                 try:
                     outputs = await self._attempt(pn, ctx, inputs, timeout)
                     break
+                except WorkerLost as err:
+                    if not meta.idempotent:
+                        raise WorkerLost(
+                            f"{err}; it is not marked idempotent, so it was not run again"
+                        ) from None
+                    if attempt > max(1, meta.retries):
+                        raise WorkerLost(f"{err} (attempt {attempt}, no retries left)") from None
+                    ctx.log.warning("%s; running it again (attempt %d)", err, attempt + 1)
+                    attempt += 1
                 except RetryableError as err:
                     if attempt > meta.retries:
                         raise
@@ -351,31 +359,19 @@ class _Run:
     async def _attempt(
         self, pn: PlannedNode, ctx: RunContext, inputs: BaseModel, timeout: float | None
     ) -> dict[str, Any]:
-        node = pn.cls()
+        """One execution of ``pn`` by the executor, bounded by ``timeout`` seconds."""
+        run_node = self.s.executor.run_node
+        if timeout is None:
+            return await run_node(pn.cls, ctx, inputs)  # the common case, without the wrapper
         limit: asyncio.Timeout | None = None
         try:
-            heavy = pn.cls.is_heavy(inputs)
-            if timeout is None and not heavy:
-                out = await node.run(ctx, inputs)  # the common case, without the wrappers
-            else:
-                async with asyncio.timeout(timeout) as limit:
-                    if heavy:
-                        async with self.s._heavy_limit():
-                            out = await node.run(ctx, inputs)
-                    else:
-                        out = await node.run(ctx, inputs)
+            async with asyncio.timeout(timeout) as limit:
+                return await run_node(pn.cls, ctx, inputs)
         except TimeoutError:
             if limit is None or not limit.expired():
                 raise  # the node's own timeout (e.g. a remote call's), with its message
             ctx.stop()
             raise TimeoutError(f"timed out after {timeout:g} s") from None
-        if not isinstance(out, pn.cls.Outputs):
-            out = pn.cls.Outputs.model_validate(out)
-        # What dict(out) gives (fields, then any extras), without pydantic's slow __iter__.
-        values = dict(out.__dict__)
-        if out.model_extra:
-            values.update(out.model_extra)
-        return values
 
     # ---- finishing nodes -------------------------------------------------------------
 

@@ -5,6 +5,14 @@ models, the run store. ``FLOWBUILDER_ALLOWED_ROOTS`` (``os.pathsep``-separated) 
 directories that file-reading nodes may read besides the current directory and the data
 directory. ``FLOWBUILDER_MODEL_MEMORY_MB`` bounds the memory of models kept loaded
 between runs (default 4096 MB).
+
+Scale-out: ``FLOWBUILDER_EXECUTOR`` picks where nodes run, ``local`` (default: in this
+process, blocking work in threads) or ``ray`` (each node a Ray task, see
+:mod:`flowbuilder.executors.ray`). ``FLOWBUILDER_RAY_ADDRESS`` is the cluster to join
+(``auto``, ``ray://host:10001``, ``host:6379``); unset, a local Ray cluster is started
+with one CPU per core. ``FLOWBUILDER_ARTIFACTS_DIR`` moves the artifact store (default
+``$FLOWBUILDER_HOME/artifacts``); on a cluster it must be a directory every worker
+reaches at the same path (a shared file system).
 """
 
 from __future__ import annotations
@@ -13,6 +21,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+EXECUTORS = ("local", "ray")
+
+
+class SettingsError(ValueError):
+    """A setting has a value flowbuilder cannot use (the message says which and why)."""
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -20,21 +34,46 @@ class Settings:
     allowed_roots: tuple[Path, ...] = field(default_factory=tuple)
     model_memory_mb: int = 4096
     heavy_concurrency: int = 1
+    executor: str = "local"
+    ray_address: str | None = None
+    artifacts_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise SettingsError(
+                f"unknown executor '{self.executor}' (FLOWBUILDER_EXECUTOR): "
+                f"use one of {', '.join(EXECUTORS)}"
+            )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
+        """Settings from the environment; keyword arguments override single fields.
+
+        Raises:
+            SettingsError: ``FLOWBUILDER_EXECUTOR`` (or ``executor=``) is not a known
+                executor.
+        """
         home = Path(os.environ.get("FLOWBUILDER_HOME") or Path.home() / ".flowbuilder")
         extra = [
             Path(p) for p in os.environ.get("FLOWBUILDER_ALLOWED_ROOTS", "").split(os.pathsep) if p
         ]
         roots = tuple(p.resolve() for p in (Path.cwd(), home, *extra))
+        artifacts = os.environ.get("FLOWBUILDER_ARTIFACTS_DIR")
         values: dict[str, object] = {
             "home": home,
             "allowed_roots": roots,
             "model_memory_mb": int(os.environ.get("FLOWBUILDER_MODEL_MEMORY_MB", "4096")),
+            "executor": (os.environ.get("FLOWBUILDER_EXECUTOR") or "local").strip().lower(),
+            "ray_address": os.environ.get("FLOWBUILDER_RAY_ADDRESS") or None,
+            "artifacts_dir": Path(artifacts) if artifacts else None,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def artifacts_root(self) -> Path:
+        """Where the artifact store keeps its files (``artifacts_dir`` or ``home/artifacts``)."""
+        return self.artifacts_dir if self.artifacts_dir is not None else self.home / "artifacts"
 
     def is_allowed(self, path: Path) -> bool:
         """Whether ``path`` (resolved, links followed) lies under an allowed root."""

@@ -1196,6 +1196,8 @@ class RunRecorder:
     def _keep_progress(self, event: events.NodeProgress) -> bool:
         if event.delta is not None and event.fraction is None and not event.message:
             return False  # tokens only
+        if event.metrics:
+            return True  # a point of a training curve: replayed runs redraw it whole
         now = time.monotonic()
         last = self._last_progress.get(event.node_id)
         final = event.fraction is not None and event.fraction >= 1.0

@@ -18,6 +18,103 @@ const STATUS_COLOURS = {
 };
 const PREVIEW_LINES = 6;
 const PREVIEW_WIDTH = 300;
+const CHART_HEIGHT = 96; // the plot of a loss curve, in canvas units
+const CHART_BLOCK = CHART_HEIGHT + 40; // plus its caption and axis labels
+const CHART_COLOUR = "#e0a526";
+const TABLE_ROW = 16;
+const TABLE_MAX_ROWS = 14;
+const TABLE_MAX_WIDTH = 760;
+const TABLE_CELL_CHARS = 28;
+const MONO = "11px ui-monospace, 'DejaVu Sans Mono', Menlo, Consolas, monospace";
+
+function finite(x) {
+  return typeof x === "number" && Number.isFinite(x);
+}
+
+function curveFrom(value) {
+  // A loss curve in the shapes a node may output — [loss, …], [[step, loss], …],
+  // [{step, loss, …}, …] or {step: […], loss: […]} — as [{step, loss, …}] sorted by step.
+  // Items that are not points (an event summary's "… 12 more") are skipped.
+  const points = [];
+  if (Array.isArray(value)) {
+    value.forEach((item, i) => {
+      if (finite(item)) points.push({ step: i + 1, loss: item });
+      else if (Array.isArray(item) && finite(item[0]) && finite(item[1])) points.push({ step: item[0], loss: item[1] });
+      else if (item && typeof item === "object" && finite(item.loss)) {
+        points.push({ ...item, step: finite(item.step) ? item.step : i + 1 });
+      }
+    });
+  } else if (value && typeof value === "object") {
+    const losses = value.loss ?? value.losses;
+    const steps = value.step ?? value.steps ?? [];
+    if (Array.isArray(losses)) {
+      losses.forEach((loss, i) => {
+        if (finite(loss)) points.push({ step: finite(steps[i]) ? steps[i] : i + 1, loss });
+      });
+    }
+  }
+  return points.sort((a, b) => a.step - b.step);
+}
+
+function markdownTable(text) {
+  // The first GitHub-style Markdown table in text, or null:
+  // {before: [line], header: [cell], align: ["left"|"right"|"center"], rows: [[cell]], after: [line]}.
+  if (typeof text !== "string" || !text.includes("|")) return null;
+  const lines = text.replace(/\r/g, "").split("\n");
+  const sep = /^\s*\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?\s*$/;
+  const cells = (line) => {
+    let s = line.trim();
+    if (s.startsWith("|")) s = s.slice(1);
+    if (s.endsWith("|")) s = s.slice(0, -1);
+    return s.split(/(?<!\\)\|/).map((c) => c.trim().replace(/\\\|/g, "|").replace(/\*\*|__|`/g, ""));
+  };
+  const plain = (l) => l.replace(/\*\*|__|`/g, "").replace(/^#+\s*/, "");
+  for (let i = 0; i + 1 < lines.length; i++) {
+    if (!lines[i].includes("|") || !sep.test(lines[i + 1])) continue;
+    const header = cells(lines[i]);
+    const align = cells(lines[i + 1]).map((c) =>
+      c.startsWith(":") && c.endsWith(":") ? "center" : c.endsWith(":") ? "right" : "left",
+    );
+    const rows = [];
+    let j = i + 2;
+    while (j < lines.length && lines[j].includes("|") && lines[j].trim()) rows.push(cells(lines[j++]));
+    // Numbers read best right-aligned, whatever the separator says.
+    header.forEach((_, c) => {
+      const column = rows.map((r) => r[c] ?? "").filter((v) => v && v !== "—" && v !== "-");
+      if (column.length && column.every((v) => /^[+\-−]?[\d.,]+\s*(%|×|x|MB|GB|KB|B|s|ms|tok\/s)?$/.test(v))) {
+        align[c] = "right";
+      }
+    });
+    return {
+      before: lines.slice(0, i).filter((l) => l.trim()).map(plain),
+      header,
+      align,
+      rows,
+      after: lines.slice(j).filter((l) => l.trim()).map(plain),
+    };
+  }
+  return null;
+}
+
+function formatNumber(x) {
+  if (!finite(x)) return String(x);
+  const a = Math.abs(x);
+  if (a !== 0 && (a < 0.001 || a >= 1e5)) return x.toExponential(2);
+  return x.toPrecision(4).replace(/\.?0+$/, "");
+}
+
+function formatDuration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${s % 60} s`;
+  return `${Math.floor(m / 60)} h ${m % 60} min`;
+}
+
+function clip(text, chars) {
+  const s = String(text);
+  return s.length > chars ? `${s.slice(0, chars - 1)}…` : s;
+}
 
 function clone(value) {
   // Props arrive as Vue proxies, which structuredClone refuses.
@@ -44,7 +141,17 @@ function wrapText(ctx, text, width, maxLines) {
   const lines = [];
   for (const para of String(text).split("\n")) {
     let line = "";
-    for (const word of para.split(" ")) {
+    for (let word of para.split(" ")) {
+      // A "word" wider than the node (JSON, a path) is cut into pieces that fit.
+      while (ctx.measureText(word).width > width && word.length > 1 && lines.length < maxLines) {
+        let n = Math.max(1, Math.floor((word.length * width) / ctx.measureText(word).width));
+        while (n > 1 && ctx.measureText(word.slice(0, n)).width > width) n--;
+        if (line) lines.push(line);
+        lines.push(word.slice(0, n));
+        line = "";
+        word = word.slice(n);
+      }
+      if (lines.length >= maxLines) break;
       const next = line ? `${line} ${word}` : word;
       if (ctx.measureText(next).width > width && line) {
         lines.push(line);
@@ -185,6 +292,13 @@ export default {
       } else if (kind === "integer" || kind === "number") {
         const bounds = schema.anyOf ? Object.assign({}, ...schema.anyOf) : schema;
         const opts = { precision: kind === "integer" ? 0 : 2, step2: kind === "integer" ? 1 : 0.1 };
+        const small = Math.abs(param.default ?? 0);
+        if (kind === "number" && small > 0 && small < 0.1) {
+          // A learning rate of 2e-4 shows as 0.00020 (not 0.00) and steps by 1e-4.
+          const magnitude = Math.floor(Math.log10(small));
+          opts.precision = Math.min(10, 1 - magnitude);
+          opts.step2 = 10 ** magnitude;
+        }
         if (bounds.minimum !== undefined) opts.min = bounds.minimum;
         if (bounds.maximum !== undefined) opts.max = bounds.maximum;
         node.addWidget("number", param.name, node.properties[param.name] ?? 0, (v) => {
@@ -317,32 +431,83 @@ export default {
       this.lcanvas.setDirty(true, true);
     },
     setStates(updates) {
-      // updates: [{node_id, status, elapsed_s, fraction, message, error, outputs}]
+      // updates: [{node_id, status, elapsed_s, fraction, message, error, outputs, metrics,
+      //   curve, points, full}]. `points` (metrics that carry a loss) are appended to the
+      // node's loss curve (`curve: null` clears it, as a new run does); `full` holds
+      // outputs whose event summary was cut, sent whole once the run has ended.
       for (const u of updates) {
         const node = this.lgraph.getNodeById(u.node_id);
         if (!node) continue;
+        const { points, full } = u;
+        delete u.points;
+        delete u.full;
         if (u.started) u.startedMs = Date.now();
-        node.fbState = Object.assign(node.fbState || {}, u);
-        if (u.outputs) this.fitPreview(node);
+        const s = (node.fbState = Object.assign(node.fbState || {}, u));
+        if (points?.length) s.curve = [...(s.curve || []), ...points];
+        if (full) s.outputs = Object.assign({}, s.outputs, full);
+        if (u.outputs || points?.length || full || u.error) this.fitPreview(node);
       }
       this.lcanvas.setDirty(true, true);
     },
+    curvePoints(node) {
+      // The loss curve to draw: the live one from progress metrics, or the node's
+      // `loss_curve` output when that has more points (a cached node has no live curve).
+      const s = node.fbState;
+      if (!s) return [];
+      const live = curveFrom(s.curve || []);
+      const final = curveFrom(s.outputs?.loss_curve);
+      return final.length > live.length ? final : live;
+    },
     fitPreview(node) {
-      const lines = this.previewLines(node).length;
-      const images = this.previewRefs(node, "image").length;
-      const audios = this.previewRefs(node, "audio").length;
-      const extra = 14 * lines + (images ? 110 : 0) + 24 * audios + 12;
-      const base = node.computeSize();
-      node.size[0] = Math.max(node.size[0], images || lines ? PREVIEW_WIDTH : node.size[0]);
-      node.size[1] = Math.max(base[1] + extra, node.size[1]);
+      let blocks = this.layout(node);
+      const wide = blocks.some((b) => ["curve", "lines", "image"].includes(b.kind));
+      const tableWidth = Math.max(0, ...blocks.filter((b) => b.kind === "table").map((b) => b.width + 16));
+      const width = Math.max(node.size[0], wide ? PREVIEW_WIDTH : 0, Math.min(tableWidth, TABLE_MAX_WIDTH));
+      if (width !== node.size[0]) {
+        node.size[0] = width;
+        blocks = this.layout(node); // text wraps differently at the new width
+      }
+      const last = blocks[blocks.length - 1];
+      if (last) node.size[1] = Math.max(node.size[1], last.y + last.h + 8);
     },
     previewRefs(node, kind) {
       const outputs = node.fbState?.outputs || {};
       return Object.values(outputs).filter((v) => v && typeof v === "object" && v.kind === kind && v.id);
     },
+    previewTables(node) {
+      // Text outputs holding a Markdown table, laid out for a monospace grid:
+      // [{name, text, table, cols: [{x, w}], width, rows, height}], sizes in canvas units.
+      const outputs = node.fbState?.outputs || {};
+      const ctx = this.lcanvas.ctx;
+      const found = [];
+      for (const [name, value] of Object.entries(outputs)) {
+        const table = markdownTable(value);
+        if (!table) continue;
+        ctx.font = `bold ${MONO}`;
+        const widths = table.header.map((h) => ctx.measureText(clip(h, TABLE_CELL_CHARS)).width);
+        ctx.font = MONO;
+        for (const row of table.rows) {
+          row.forEach((cell, c) => {
+            if (c < widths.length) widths[c] = Math.max(widths[c], ctx.measureText(clip(cell, TABLE_CELL_CHARS)).width);
+          });
+        }
+        const cols = [];
+        let x = 0;
+        for (const w of widths) {
+          cols.push({ x, w: w + 12 });
+          x += w + 12;
+        }
+        const shown = Math.min(table.rows.length, TABLE_MAX_ROWS);
+        const more = table.rows.length > shown ? 1 : 0;
+        const lines = table.before.length + 1 + shown + more + table.after.length;
+        found.push({ name, text: value, table, cols, width: x, shown, height: lines * TABLE_ROW + 10 });
+      }
+      return found;
+    },
     previewLines(node) {
       const outputs = node.fbState?.outputs;
       if (!outputs) return [];
+      const hasTable = Object.values(outputs).some((v) => markdownTable(v));
       const parts = [];
       for (const [name, value] of Object.entries(outputs)) {
         if (value && typeof value === "object" && value.id && value.kind) {
@@ -350,7 +515,11 @@ export default {
           continue;
         }
         if (name === "usage") continue;
-        const shown = typeof value === "string" ? value : JSON.stringify(value);
+        if (name === "loss_curve" && curveFrom(value).length) continue; // drawn as a chart
+        if (markdownTable(value)) continue; // drawn as a table
+        // Beside a table, the same figures as JSON are noise.
+        if (value && typeof value === "object" && hasTable) continue;
+        const shown = typeof value === "string" ? value : finite(value) && !Number.isInteger(value) ? formatNumber(value) : JSON.stringify(value);
         parts.push(Object.keys(outputs).length > 1 ? `${name}: ${shown}` : shown);
       }
       const ctx = this.lcanvas.ctx;
@@ -374,6 +543,37 @@ export default {
     previewTop(node) {
       const base = node.computeSize();
       return base[1] + 4;
+    },
+    layout(node) {
+      // What is drawn under the widgets, top to bottom, in node coordinates:
+      // [{kind: "message"|"curve"|"table"|"lines"|"image"|"audio", y, h, …}]. Drawing,
+      // clicks and the node's size all use this one layout.
+      const s = node.fbState;
+      if (!s) return [];
+      const blocks = [];
+      let y = this.previewTop(node);
+      const push = (block) => {
+        block.y = y;
+        blocks.push(block);
+        y += block.h;
+      };
+      const ctx = this.lcanvas.ctx;
+      ctx.font = "12px sans-serif";
+      const messages = [...(s.issues || [])];
+      if (s.error) messages.push(s.error);
+      if (s.status === "running" && s.message) messages.push(s.message);
+      for (const m of messages) {
+        const lines = wrapText(ctx, m, node.size[0] - 16, 4);
+        push({ kind: "message", lines, h: 14 * lines.length });
+      }
+      const points = this.curvePoints(node);
+      if (points.length) push({ kind: "curve", points, h: CHART_BLOCK });
+      for (const t of this.previewTables(node)) push({ kind: "table", ...t, h: t.height });
+      const lines = this.previewLines(node);
+      if (lines.length) push({ kind: "lines", lines, h: 14 * lines.length });
+      for (const ref of this.previewRefs(node, "image")) push({ kind: "image", ref, h: 110 });
+      for (const ref of this.previewRefs(node, "audio")) push({ kind: "audio", ref, h: 24 });
+      return blocks;
     },
     drawState(node, ctx) {
       const s = node.fbState;
@@ -402,59 +602,166 @@ export default {
         ctx.fillStyle = STATUS_COLOURS.running;
         ctx.fillRect(0, -3, w * s.fraction, 3);
       }
-      let y = this.previewTop(node);
-      ctx.font = "12px sans-serif";
-      const messages = [...(s.issues || [])];
-      if (s.error) messages.push(s.error);
-      if (s.status === "running" && s.message) messages.push(s.message);
-      for (const m of messages) {
-        ctx.fillStyle = s.status === "running" ? "#ccc" : "#ff8a8a";
-        for (const line of wrapText(ctx, m, w - 16, 4)) {
-          ctx.fillText(line, 8, y + 12);
-          y += 14;
+      for (const b of this.layout(node)) {
+        ctx.save();
+        ctx.font = "12px sans-serif";
+        ctx.textAlign = "left";
+        if (b.kind === "message") {
+          ctx.fillStyle = s.status === "running" ? "#ccc" : "#ff8a8a";
+          b.lines.forEach((line, i) => ctx.fillText(line, 8, b.y + 12 + 14 * i));
+        } else if (b.kind === "curve") {
+          this.drawCurve(ctx, node, b);
+        } else if (b.kind === "table") {
+          this.drawTable(ctx, b);
+        } else if (b.kind === "lines") {
+          ctx.fillStyle = "#ddd";
+          b.lines.forEach((line, i) => ctx.fillText(line, 8, b.y + 12 + 14 * i));
+        } else if (b.kind === "image") {
+          const img = this.imageFor(b.ref);
+          if (img.complete && img.naturalWidth) {
+            const h = 100;
+            const iw = Math.min(w - 16, (img.naturalWidth / img.naturalHeight) * h);
+            ctx.drawImage(img, 8, b.y + 4, iw, h);
+          }
+        } else if (b.kind === "audio") {
+          const playing = this.audio && this.audio.fbId === b.ref.id && !this.audio.paused;
+          ctx.fillStyle = "#2d5d8a";
+          ctx.fillRect(8, b.y + 2, w - 16, 20);
+          ctx.fillStyle = "#fff";
+          ctx.fillText(`${playing ? "❚❚ pause" : "▶ play"}  ${b.ref.name || "audio"}`, 14, b.y + 16);
+        }
+        ctx.restore();
+      }
+    },
+    drawCurve(ctx, node, b) {
+      // A line chart of loss against step, with the latest loss (and, while running, the
+      // time left) as a caption.
+      const points = b.points;
+      const last = points[points.length - 1];
+      const running = node.fbState.status === "running";
+      let caption = `loss ${formatNumber(last.loss)} · step ${last.step}`;
+      if (finite(last.epoch)) caption += ` · epoch ${formatNumber(last.epoch)}`;
+      if (running && finite(last.eta_s)) caption += ` · eta ${formatDuration(last.eta_s)}`;
+      ctx.fillStyle = "#ddd";
+      ctx.fillText(caption, 8, b.y + 13);
+      const x0 = 44;
+      const x1 = node.size[0] - 10;
+      const y0 = b.y + 22;
+      const y1 = y0 + CHART_HEIGHT;
+      ctx.fillStyle = "#1a1a1a";
+      ctx.fillRect(x0, y0, x1 - x0, y1 - y0);
+      let lo = Math.min(...points.map((p) => p.loss));
+      let hi = Math.max(...points.map((p) => p.loss));
+      const pad = hi - lo > 1e-9 ? (hi - lo) * 0.08 : Math.max(Math.abs(hi) * 0.05, 0.01);
+      lo -= pad;
+      hi += pad;
+      const first = points[0].step;
+      const span = last.step - first || 1;
+      const px = (step) => (points.length === 1 ? (x0 + x1) / 2 : x0 + ((step - first) / span) * (x1 - x0));
+      const py = (loss) => y1 - ((loss - lo) / (hi - lo)) * (y1 - y0);
+      ctx.strokeStyle = "#333";
+      ctx.lineWidth = 1;
+      for (let k = 1; k < 4; k++) {
+        const gy = Math.round(y0 + (k * (y1 - y0)) / 4) + 0.5;
+        ctx.beginPath();
+        ctx.moveTo(x0, gy);
+        ctx.lineTo(x1, gy);
+        ctx.stroke();
+      }
+      ctx.strokeStyle = "#555";
+      ctx.strokeRect(x0 + 0.5, y0 + 0.5, x1 - x0 - 1, y1 - y0 - 1);
+      ctx.font = "10px sans-serif";
+      ctx.fillStyle = "#999";
+      ctx.textAlign = "right";
+      ctx.fillText(formatNumber(hi), x0 - 4, y0 + 8);
+      ctx.fillText(formatNumber(lo), x0 - 4, y1);
+      ctx.fillText(String(last.step), x1, y1 + 12);
+      ctx.textAlign = "left";
+      ctx.fillText(`step ${first}`, x0, y1 + 12);
+      ctx.strokeStyle = CHART_COLOUR;
+      ctx.lineWidth = 1.5;
+      ctx.beginPath();
+      points.forEach((p, i) => (i ? ctx.lineTo(px(p.step), py(p.loss)) : ctx.moveTo(px(p.step), py(p.loss))));
+      ctx.stroke();
+      if (points.length <= 60) {
+        ctx.fillStyle = CHART_COLOUR;
+        for (const p of points) {
+          ctx.beginPath();
+          ctx.arc(px(p.step), py(p.loss), 2, 0, 2 * Math.PI);
+          ctx.fill();
         }
       }
-      for (const line of this.previewLines(node)) {
+    },
+    drawTable(ctx, b) {
+      // A Markdown table as a monospace grid: bold header on a band, striped rows,
+      // numbers right-aligned; lines around the table as plain text.
+      const { table, cols } = b;
+      let y = b.y + 4;
+      ctx.font = MONO;
+      ctx.fillStyle = "#bbb";
+      for (const line of table.before) {
+        ctx.fillText(clip(line, 110), 8, y + 12);
+        y += TABLE_ROW;
+      }
+      const cell = (text, c, rowY) => {
+        const col = cols[c];
+        if (!col) return;
+        const shown = clip(text ?? "", TABLE_CELL_CHARS);
+        if (table.align[c] === "right") {
+          ctx.textAlign = "right";
+          ctx.fillText(shown, 8 + col.x + col.w - 6, rowY + 12);
+        } else if (table.align[c] === "center") {
+          ctx.textAlign = "center";
+          ctx.fillText(shown, 8 + col.x + col.w / 2, rowY + 12);
+        } else {
+          ctx.textAlign = "left";
+          ctx.fillText(shown, 8 + col.x + 6, rowY + 12);
+        }
+      };
+      ctx.fillStyle = "#2b3442";
+      ctx.fillRect(8, y, b.width, TABLE_ROW);
+      ctx.font = `bold ${MONO}`;
+      ctx.fillStyle = "#eee";
+      table.header.forEach((h, c) => cell(h, c, y));
+      y += TABLE_ROW;
+      ctx.font = MONO;
+      table.rows.slice(0, b.shown).forEach((row, r) => {
+        ctx.fillStyle = r % 2 ? "#262626" : "#1d1d1d";
+        ctx.fillRect(8, y, b.width, TABLE_ROW);
         ctx.fillStyle = "#ddd";
-        ctx.fillText(line, 8, y + 12);
-        y += 14;
+        row.forEach((v, c) => cell(v, c, y));
+        y += TABLE_ROW;
+      });
+      ctx.strokeStyle = "#555";
+      ctx.lineWidth = 1;
+      ctx.strokeRect(8.5, b.y + 4 + table.before.length * TABLE_ROW + 0.5, b.width - 1, (1 + b.shown) * TABLE_ROW - 1);
+      ctx.textAlign = "left";
+      ctx.fillStyle = "#999";
+      if (table.rows.length > b.shown) {
+        ctx.fillText(`… ${table.rows.length - b.shown} more rows (click to open)`, 8, y + 12);
+        y += TABLE_ROW;
       }
-      for (const ref of this.previewRefs(node, "image")) {
-        const img = this.imageFor(ref);
-        if (img.complete && img.naturalWidth) {
-          const h = 100;
-          const iw = Math.min(w - 16, (img.naturalWidth / img.naturalHeight) * h);
-          ctx.drawImage(img, 8, y + 4, iw, h);
-        }
-        y += 110;
-      }
-      for (const ref of this.previewRefs(node, "audio")) {
-        const playing = this.audio && this.audio.fbId === ref.id && !this.audio.paused;
-        ctx.fillStyle = "#2d5d8a";
-        ctx.fillRect(8, y + 2, w - 16, 20);
-        ctx.fillStyle = "#fff";
-        ctx.fillText(`${playing ? "❚❚ pause" : "▶ play"}  ${ref.name || "audio"}`, 14, y + 16);
-        y += 24;
+      ctx.fillStyle = "#bbb";
+      for (const line of table.after) {
+        ctx.fillText(clip(line, 110), 8, y + 12);
+        y += TABLE_ROW;
       }
     },
     previewClick(node, pos) {
-      const s = node.fbState;
-      if (!s?.outputs) return false;
-      let y = this.previewTop(node) + 14 * this.previewLines(node).length;
-      y += 14 * ((s.issues || []).length + (s.error ? 1 : 0));
-      for (const ref of this.previewRefs(node, "image")) {
-        if (pos[1] >= y && pos[1] < y + 110) {
-          this.$emit("open_image", { url: `/api/v1/artifacts/${ref.id}`, name: ref.name });
-          return true;
-        }
-        y += 110;
+      if (!node.fbState?.outputs) return false;
+      const b = this.layout(node).find((x) => pos[1] >= x.y && pos[1] < x.y + x.h);
+      if (!b) return false;
+      if (b.kind === "image") {
+        this.$emit("open_image", { url: `/api/v1/artifacts/${b.ref.id}`, name: b.ref.name });
+        return true;
       }
-      for (const ref of this.previewRefs(node, "audio")) {
-        if (pos[1] >= y && pos[1] < y + 24) {
-          this.toggleAudio(ref);
-          return true;
-        }
-        y += 24;
+      if (b.kind === "table") {
+        this.$emit("open_markdown", { name: b.name, text: b.text, title: node.title });
+        return true;
+      }
+      if (b.kind === "audio") {
+        this.toggleAudio(b.ref);
+        return true;
       }
       return false;
     },

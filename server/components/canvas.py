@@ -48,7 +48,14 @@ class Canvas(
     ui.element, component=str(STATIC / "canvas.js"), esm={"litegraph": str(LITEGRAPH_DIST)}
 ):
     """A graph editor. Emits ``change`` ({graph}), ``edit_param``, ``link_refused``,
-    ``open_graph``, ``open_image`` and ``notify`` events."""
+    ``open_graph``, ``open_image``, ``open_markdown`` ({name, text, title}) and ``notify``
+    events.
+
+    Run state reaches the nodes through :meth:`set_states`; besides status and outputs,
+    an update may carry ``points`` (progress metrics with a ``loss``, appended to the
+    node's loss curve; ``curve: None`` clears it) and ``full`` (outputs whose event
+    summary was cut, sent whole).
+    """
 
     def __init__(self, registry: Registry, graph: dict[str, Any] | None = None) -> None:
         super().__init__()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 from typing import Any
 
 from nicegui import background_tasks, events, ui
@@ -15,10 +16,10 @@ from flowbuilder.graph import graph_from_data
 from flowbuilder.providers.catalog import model_choices
 from flowbuilder.secrets import SecretStore
 from flowbuilder.store import NotFound
-from flowbuilder.types import REF_CLASSES, why_incompatible
+from flowbuilder.types import REF_CLASSES, summarise, to_jsonable, why_incompatible
 from flowbuilder.validate import FlowInput, check
 from server.app import services
-from server.components.canvas import Canvas
+from server.components.canvas import STATIC, Canvas
 from server.pages import frame
 from server.pages.flow_api import open_api_dialog
 from server.pages.flows import import_graph
@@ -164,6 +165,7 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
     with ui.left_drawer(value=True).classes("bg-slate-900 p-2").props("width=260"):
         palette(catalogue)
 
+    ui.add_css(STATIC / "canvas.css")
     canvas = Canvas(registry, graph).classes("w-full").style("height: calc(100vh - 56px)")
     ui.query(".nicegui-content").classes("p-0")
 
@@ -329,6 +331,18 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
 
     canvas.on("open_image", on_open_image)
 
+    def on_open_markdown(e: events.GenericEventArguments) -> None:
+        """A text output with a Markdown table (a Compare node's report), full size."""
+        with ui.dialog() as dialog, ui.card().classes("max-w-none w-[56rem]"):
+            ui.label(f"{e.args.get('title') or ''} · {e.args['name']}").classes("font-bold")
+            ui.markdown(e.args["text"]).classes("fb-report w-full overflow-auto").props(
+                'data-testid="markdown-large"'
+            )
+            ui.button("Close", on_click=dialog.close).props("flat")
+        dialog.open()
+
+    canvas.on("open_markdown", on_open_markdown)
+
     def export() -> None:
         text = json.dumps(state["pending"] or state["graph"], indent=2, ensure_ascii=False)
         ui.download.content((text + "\n").encode("utf-8"), f"{flow.name}.json", "application/json")
@@ -389,7 +403,11 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
             await open_inputs(then_run=True)
             return
         try:
-            run = fb.runs.start(plan, dict(state["inputs"]), flow_id=flow_id, source="canvas")
+            # keep_outputs: the whole of any output whose event summary was cut (a long
+            # comparison table) can be shown once the run ends.
+            run = fb.runs.start(
+                plan, dict(state["inputs"]), flow_id=flow_id, source="canvas", keep_outputs=True
+            )
         except InputError as exc:
             ui.notify(str(exc), type="negative")
             return
@@ -407,25 +425,28 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
                     "error": None,
                     "issues": [],
                     "elapsed_s": None,
+                    "curve": None,
+                    "metrics": None,
                 }
                 for n in plan.nodes
             ]
         )
-        background_tasks.create(follow(run.run_id, queue), name=f"follow {run.run_id}")
+        background_tasks.create(follow(run, queue), name=f"follow {run.run_id}")
 
     def cancel_run() -> None:
         run = state["run"]
         if run is not None:
             fb.runs.cancel(run.run_id)
 
-    async def follow(run_id: str, queue: asyncio.Queue[Any] | None) -> None:
+    async def follow(run: Any, queue: asyncio.Queue[Any] | None) -> None:
         if queue is None:
             return
         try:
             with canvas:  # the page's context, for notifications from this task
                 await _pump(queue, status, canvas)
+                await _send_full_outputs(run, canvas)
         finally:
-            fb.runs.unsubscribe(run_id, queue)
+            fb.runs.unsubscribe(run.run_id, queue)
             state["run"] = None
             run_button.enable()
             cancel_button.disable()
@@ -446,6 +467,52 @@ async def _pump(queue: asyncio.Queue[Any], status: ui.label, canvas: Canvas) -> 
         await asyncio.sleep(0.05)
 
 
+FULL_OUTPUT_MAX_CHARS = 100_000
+"""Outputs larger than this (as JSON) stay as their event summary on the canvas."""
+
+
+def curve_point(metrics: dict[str, float]) -> dict[str, float] | None:
+    """A loss-curve point from a progress event's ``metrics``: the finite numbers in it,
+    with ``step`` and ``loss``; None when there is no finite ``loss``."""
+    point = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    return point if "loss" in point else None
+
+
+async def _send_full_outputs(run: Any, canvas: Canvas) -> None:
+    """After a run ends, send the canvas the outputs whose event summary was cut (see
+    :func:`flowbuilder.types.summarise`: text over 2,000 characters, lists over 50 items,
+    less inside nested values), so long tables and loss curves show whole.
+
+    Only for runs executed in this process with ``keep_outputs`` (a run carried out
+    elsewhere has no task here, and its nodes keep their summaries).
+    """
+    task = getattr(run, "task", None)
+    if task is None:
+        return
+    try:
+        result = await asyncio.shield(task)
+    except Exception:  # the run's own failure was already reported by its events
+        return
+    updates = []
+    for node_id, outputs in (getattr(result, "node_outputs", None) or {}).items():
+        full: dict[str, Any] = {}
+        for name, value in outputs.items():
+            whole = to_jsonable(value)
+            if whole == summarise(value):
+                continue
+            with contextlib.suppress(TypeError, ValueError):
+                if len(json.dumps(whole)) <= FULL_OUTPUT_MAX_CHARS:
+                    full[name] = whole
+        if full:
+            updates.append({"node_id": _node_key(node_id), "full": full})
+    if updates:
+        canvas.set_states(updates)
+
+
 def _node_key(node_id: str) -> int | str:
     return int(node_id) if node_id.isdigit() else node_id
 
@@ -457,9 +524,15 @@ def _apply(event: Any, updates: dict[str, dict[str, Any]], status: ui.label) -> 
         updates.setdefault(node_id, {"node_id": _node_key(node_id)}).update(fields)
 
     if isinstance(event, ev.NodeStarted):
-        upd(event.node_id, status="running", started=True)
+        # A (re)started node begins a new loss curve.
+        upd(event.node_id, status="running", started=True, curve=None, metrics=None, points=[])
     elif isinstance(event, ev.NodeProgress):
         upd(event.node_id, status="running", fraction=event.fraction, message=event.message)
+        if event.metrics is not None:
+            upd(event.node_id, metrics=event.metrics)
+            point = curve_point(event.metrics)
+            if point is not None:
+                updates[event.node_id].setdefault("points", []).append(point)
     elif isinstance(event, ev.NodeCached):
         upd(event.node_id, status="cached", outputs=event.outputs)
     elif isinstance(event, ev.NodeFinished):
