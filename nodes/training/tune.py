@@ -122,12 +122,17 @@ def progress_callback(ctx: RunContext, stats: TrainingStats, label: str) -> Any:
             ctx.progress(0.0, f"{label}: {state.max_steps} steps")
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            ctx.check_cancelled()
+            self._stop_if_cancelled(state.global_step)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             stats.step_ends.append(time.perf_counter())
             stats.step = state.global_step
-            ctx.check_cancelled()
+            self._stop_if_cancelled(state.global_step)
+
+        def _stop_if_cancelled(self, step: int) -> None:
+            if ctx.cancelled:
+                ctx.log.info("%s cancelled: stopped after step %d", label, step)
+                ctx.check_cancelled()
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             logs = logs or {}
