@@ -47,62 +47,59 @@ def per_step(ends: list[float]) -> float:
 
 
 def raw_trl(base: Path, args: argparse.Namespace, workdir: Path) -> float:
-    """Seconds per step of TRL's SFTTrainer called directly with the node's settings."""
+    """Seconds per step of TRL's SFTTrainer called directly with the node's settings.
+
+    The arguments, LoRA configuration and records come from the same functions the node
+    uses (``common_args``, ``_lora_config``, ``sft_records``), so the two runs differ only
+    by what the node adds around TRL: the engine, progress events and cancellation checks.
+    """
     import datasets
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
+    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    set_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True, dtype=torch.float32)
-    records = []
+    from nodes.training.models import load_causal_lm
+    from nodes.training.tune import _lora_config, _quiet, _set_seed, common_args, sft_records
+
+    inputs = SimpleNamespace(
+        epochs=1.0,
+        max_steps=args.steps,
+        learning_rate=2e-4,
+        batch_size=args.batch,
+        max_length=args.max_length,
+        seed=0,
+        lora_rank=8,
+        lora_alpha=16,
+        lora_dropout=0.05,
+        target_modules="all-linear",
+    )
+    rows = []
     for line in SEED_TASKS.read_text().splitlines():
         task = json.loads(line)
         for inst in task["instances"]:
-            user = task["instruction"] + (f"\n\n{inst['input']}" if inst["input"] else "")
-            records.append(
+            rows.append(
                 {
-                    "prompt": [{"role": "user", "content": user}],
-                    "completion": [{"role": "assistant", "content": inst["output"]}],
+                    "instruction": task["instruction"],
+                    "input": inst["input"],
+                    "output": inst["output"],
                 }
             )
+    _set_seed(0)
+    model, tokenizer = load_causal_lm(base)
     ends: list[float] = []
 
     class Timer(TrainerCallback):  # type: ignore[misc]
         def on_step_end(self, *a: Any, **k: Any) -> None:
             ends.append(time.perf_counter())
 
-    config = SFTConfig(
-        output_dir=str(workdir),
-        max_steps=args.steps,
-        learning_rate=2e-4,
-        per_device_train_batch_size=args.batch,
-        max_length=args.max_length,
-        seed=0,
-        data_seed=0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        bf16=False,
-        gradient_checkpointing=False,
-        use_cpu=not torch.cuda.is_available(),
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-    )
-    lora = LoraConfig(
-        r=8, lora_alpha=16, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
-    )
     trainer = SFTTrainer(
         model=model,
-        args=config,
-        train_dataset=datasets.Dataset.from_list(records),
+        args=SFTConfig(**common_args(inputs, workdir)),
+        train_dataset=datasets.Dataset.from_list(sft_records(rows)),
         processing_class=tokenizer,
-        peft_config=lora,
+        peft_config=_lora_config(inputs),
         callbacks=[Timer()],
     )
+    _quiet(trainer)
     trainer.train()
     return per_step(ends)
 
