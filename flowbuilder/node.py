@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
@@ -116,6 +117,17 @@ def Param(
         max_length=max_length,
         pattern=pattern,
     )
+
+
+def file_fingerprint(path: Any) -> str | None:
+    """A file's modification time (ns) and size as a cache fingerprint, or None when
+    ``path`` names no readable file — for nodes that read a file named by a parameter,
+    so editing the file re-runs them (see :meth:`Node.fingerprint`)."""
+    try:
+        stat = Path(str(path or "")).expanduser().stat()
+    except OSError:
+        return None
+    return f"{stat.st_mtime_ns}:{stat.st_size}"
 
 
 def field_kind(info: FieldInfo) -> str:

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
 from flowbuilder.graph import write_atomic
-from flowbuilder.node import Node, NodeMeta, Param, Port
+from flowbuilder.node import Node, NodeMeta, Param, Port, file_fingerprint
 from flowbuilder.types import ImageRef
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
@@ -72,11 +72,7 @@ class LoadImage(Node):
 
     @classmethod
     def fingerprint(cls, params: dict[str, Any]) -> str | None:
-        try:
-            stat = Path(str(params.get("path", ""))).expanduser().stat()
-        except OSError:
-            return None
-        return f"{stat.st_mtime_ns}:{stat.st_size}"
+        return file_fingerprint(params.get("path"))
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         path = ctx.allowed_path(inputs.path, Path.cwd())

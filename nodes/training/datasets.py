@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port
+from flowbuilder.node import Node, NodeMeta, Param, Port, file_fingerprint
 from flowbuilder.types import DatasetRef, JSONValue
 
 Shape = Literal["instruction", "chat", "preference", "text"]
@@ -379,11 +379,7 @@ class LoadDataset(Node):
 
     @classmethod
     def fingerprint(cls, params: dict[str, Any]) -> str | None:
-        try:
-            stat = Path(str(params.get("path", ""))).expanduser().stat()
-        except OSError:
-            return None
-        return f"{stat.st_mtime_ns}:{stat.st_size}"
+        return file_fingerprint(params.get("path"))
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         if inputs.file is not None:

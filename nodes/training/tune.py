@@ -176,6 +176,44 @@ def _lora_config(inputs: Any) -> Any:
     )
 
 
+def _train_and_save(
+    ctx: RunContext,
+    trainer: Any,
+    stats: TrainingStats,
+    name: str,
+    tokenizer: Any,
+    *,
+    lora: bool,
+    measure: Callable[[], Any] | None,
+    what: str,
+) -> tuple[Any, Any, float, str, str]:
+    """Train, measuring before and after with ``measure`` (when given), then save.
+
+    Returns ``(before, after, final training loss, model id, adapter directory)``. Nothing
+    is saved when the run is cancelled (RunCancelled propagates) or training diverged.
+
+    Raises:
+        NodeError: the final loss is not finite.
+    """
+    before = after = None
+    if measure is not None:
+        ctx.progress(None, f"{what} before training")
+        before = measure()
+    ctx.check_cancelled()
+    output = trainer.train()
+    ctx.check_cancelled()
+    if measure is not None:
+        ctx.progress(None, f"{what} after training")
+        after = measure()
+    final = stats.curve[-1]["loss"] if stats.curve else float(output.training_loss)
+    if not math.isfinite(final):
+        raise NodeError(f"training diverged (loss {final}); lower the learning rate and try again")
+    ctx.check_cancelled()
+    ctx.progress(None, f"saving {name}")
+    model_ref, adapter = _save_results(ctx, name, trainer.model, tokenizer, lora)
+    return before, after, final, model_ref, adapter
+
+
 def common_args(inputs: Any, workdir: Path) -> dict[str, Any]:
     """Training arguments both trainers share: CPU-friendly, no saving, no reporting."""
     import torch
@@ -412,25 +450,19 @@ def train_sft(
             callbacks=[progress_callback(ctx, stats, "fine-tune")],
         )
         _quiet(trainer)
-        before = after = None
-        if val_ds is not None:
-            ctx.progress(None, "validation loss before training")
-            before = _finite(trainer.evaluate().get("eval_loss"))
-        ctx.check_cancelled()
-        output = trainer.train()
-        ctx.check_cancelled()
-        if val_ds is not None:
-            ctx.progress(None, "validation loss after training")
-            after = _finite(trainer.evaluate().get("eval_loss"))
-        final = stats.curve[-1]["loss"] if stats.curve else float(output.training_loss)
-        if not math.isfinite(final):
-            raise NodeError(
-                f"training diverged (loss {final}); lower the learning rate and try again"
-            )
-        ctx.check_cancelled()
-        ctx.progress(None, f"saving {name}")
-        model_ref, adapter = _save_results(
-            ctx, name, trainer.model, tokenizer, inputs.method == "lora"
+
+        def validation_loss() -> float | None:
+            return _finite(trainer.evaluate().get("eval_loss"))
+
+        before, after, final, model_ref, adapter = _train_and_save(
+            ctx,
+            trainer,
+            stats,
+            name,
+            tokenizer,
+            lora=inputs.method == "lora",
+            measure=validation_loss if val_ds is not None else None,
+            what="validation loss",
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -440,7 +472,7 @@ def train_sft(
         "train_loss": final,
         "validation_loss_before": before,
         "validation_loss_after": after,
-        "steps": int(output.global_step),
+        "steps": int(trainer.state.global_step),
         "seconds_per_step": round(stats.seconds_per_step(), 4),
         "loss_curve": stats.curve,
     }
@@ -605,27 +637,18 @@ def train_dpo(
             callbacks=[progress_callback(ctx, stats, "preference tuning")],
         )
         _quiet(trainer)
-        before: dict[str, Any] = {}
-        after: dict[str, Any] = {}
-        if margin_ds is not None:
-            ctx.progress(None, "reward margin before training")
-            before = trainer.evaluate()
-        ctx.check_cancelled()
-        output = trainer.train()
-        ctx.check_cancelled()
-        if margin_ds is not None:
-            ctx.progress(None, "reward margin after training")
-            after = trainer.evaluate()
-        final = stats.curve[-1]["loss"] if stats.curve else float(output.training_loss)
-        if not math.isfinite(final):
-            raise NodeError(
-                f"training diverged (loss {final}); lower the learning rate and try again"
-            )
-        ctx.check_cancelled()
-        ctx.progress(None, f"saving {name}")
-        model_ref, adapter = _save_results(
-            ctx, name, trainer.model, tokenizer, inputs.method == "lora"
+        measured = _train_and_save(
+            ctx,
+            trainer,
+            stats,
+            name,
+            tokenizer,
+            lora=inputs.method == "lora",
+            measure=trainer.evaluate if margin_ds is not None else None,
+            what="reward margin",
         )
+        before, after, final, model_ref, adapter = measured
+        before, after = before or {}, after or {}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return {
@@ -636,7 +659,7 @@ def train_dpo(
         "reward_margin_after": _finite(after.get("eval_rewards/margins")),
         "reward_accuracy_before": _finite(before.get("eval_rewards/accuracies")),
         "reward_accuracy_after": _finite(after.get("eval_rewards/accuracies")),
-        "steps": int(output.global_step),
+        "steps": int(trainer.state.global_step),
         "seconds_per_step": round(stats.seconds_per_step(), 4),
         "loss_curve": stats.curve,
     }
