@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +22,14 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from conftest import FIXTURES, REPO
+from pg import fresh_schema
 
 from flowbuilder.builder import GraphBuilder
 from flowbuilder.graph import load_graph
 from flowbuilder.registry import default_registry
 
 FLOWBUILDER = str(Path(sys.executable).parent / "flowbuilder")
-POSTGRES_ENV = "FLOWBUILDER_TEST_POSTGRES_URL"
 
 
 # ---- servers and databases ------------------------------------------------------------
@@ -104,16 +102,6 @@ def start_server(
     return Server(base, home, full_env, proc, port)
 
 
-def postgres_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if url:
-        return url
-    why = f"{POSTGRES_ENV} is not set: run scripts/start-postgres.sh as root and export it"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} (CI=true: the PostgreSQL tests must run in CI)", pytrace=False)
-    pytest.skip(why)
-
-
 @pytest.fixture(
     scope="module",
     params=[
@@ -127,18 +115,7 @@ def database(request: pytest.FixtureRequest) -> Iterator[str | None]:
     if request.param == "sqlite":
         yield None
         return
-    base = sa.make_url(postgres_url())
-    schema = f"api_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    yield from fresh_schema("api")
 
 
 @pytest.fixture(scope="module")

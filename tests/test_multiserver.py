@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pg import fresh_schema
 from test_api import (
     Server,
     chat_graph,
     create_flow,
     iter_sse,
-    postgres_url,
     sse_events,
     start_server,
     wait_status,
@@ -48,24 +48,9 @@ LONG_PROMPT = {"prompt": "Write a very long story about a dragon and a knight."}
 # ---- database and servers ---------------------------------------------------------------
 
 
-def _fresh_schema(prefix: str) -> Iterator[str]:
-    base = sa.make_url(postgres_url())
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
-
-
 @pytest.fixture(scope="module")
 def cluster_db() -> Iterator[str]:
-    yield from _fresh_schema("cluster")
+    yield from fresh_schema("cluster")
 
 
 @pytest.fixture(
@@ -80,7 +65,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'queue.db'}"
         return
-    yield from _fresh_schema("queue")
+    yield from fresh_schema("queue")
 
 
 @pytest.fixture(scope="module")

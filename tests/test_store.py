@@ -9,7 +9,6 @@ or a fresh PostgreSQL schema dropped afterwards.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import Counter
+from pg import fresh_schema
 from pydantic import BaseModel
 from sqlmodel import SQLModel
 
@@ -39,7 +39,6 @@ from flowbuilder.scheduler import CancelToken, RunResult
 from flowbuilder.store import AlreadyExists, NotFound, Store
 
 TABLES = {"flows", "flow_versions", "runs", "node_runs", "run_events", "api_keys"}
-POSTGRES_ENV = "FLOWBUILDER_TEST_POSTGRES_URL"
 
 
 class Talk(Node):
@@ -67,19 +66,6 @@ class Talk(Node):
 # ---- backends -----------------------------------------------------------------------
 
 
-def _postgres_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if url:
-        return url
-    why = (
-        f"{POSTGRES_ENV} is not set: run scripts/start-postgres.sh as root and export "
-        "the URL it prints"
-    )
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{why} (CI=true: the PostgreSQL tests must run in CI)", pytrace=False)
-    pytest.skip(why)
-
-
 @pytest.fixture(
     params=[
         pytest.param("sqlite", id="sqlite"),
@@ -91,18 +77,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store' / 'flowbuilder.db'}"
         return
-    base = sa.make_url(_postgres_url())
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = base.update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    yield from fresh_schema("test")
 
 
 @pytest.fixture
