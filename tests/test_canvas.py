@@ -43,17 +43,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A running ``flowbuilder serve`` with an empty data directory: (base URL, home)."""
-    home = tmp_path_factory.mktemp("server-home")
+def serve(home: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, Path]]:
+    """Run ``flowbuilder serve`` on a free port with ``home`` as its data directory and
+    ``env`` added to the environment; yield (base URL, home); stop it after."""
     port = free_port()
-    env = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
-    env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
+    full_env = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}
+    full_env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
         [FLOWBUILDER, "serve", "--port", str(port)],
-        env=env,
+        env=full_env,
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -73,6 +72,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A running ``flowbuilder serve`` with an empty data directory: (base URL, home)."""
+    yield from serve(tmp_path_factory.mktemp("server-home"))
 
 
 @pytest.fixture(scope="module")

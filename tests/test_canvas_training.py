@@ -20,7 +20,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -32,12 +31,11 @@ import pytest
 from conftest import FIXTURES, REPO
 from playwright.sync_api import Page, expect
 from test_canvas import (  # noqa: F401 (browser and page are fixtures)
-    FLOWBUILDER,
     browser,
     canvas_call,
-    free_port,
     node_state,
     page,
+    serve,
     wait_canvas,
 )
 
@@ -156,44 +154,14 @@ def registry(pack: Path) -> Registry:
 def server(tmp_path_factory: pytest.TempPathFactory, pack: Path) -> Iterator[tuple[str, Path]]:
     """``flowbuilder serve`` on an empty data directory, with the test pack installed."""
     home = tmp_path_factory.mktemp("training-home")
-    port = free_port()
     # The bundled SmolLM2 unpacked to fp32 (~30 s to build) is shared with the other
     # training tests through pytest's cache folder, under the same key.
     shared_hf = REPO / ".pytest_cache" / "flowbuilder-train" / "hf"
     shared_hf.mkdir(parents=True, exist_ok=True)
     (home / "cache").mkdir()
     (home / "cache" / "hf").symlink_to(shared_hf, target_is_directory=True)
-    env = {
-        **os.environ,
-        "FLOWBUILDER_HOME": str(home),
-        "HF_HUB_OFFLINE": "1",
-        "FLOWBUILDER_ALLOWED_ROOTS": str(FIXTURES),
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pack), env.get("PYTHONPATH")]))
-    env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [FLOWBUILDER, "serve", "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{base}/api/v1/nodes", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError((home / "server.log").read_text())
-    yield base, home
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    pythonpath = os.pathsep.join(filter(None, [str(pack), os.environ.get("PYTHONPATH")]))
+    yield from serve(home, {"FLOWBUILDER_ALLOWED_ROOTS": str(FIXTURES), "PYTHONPATH": pythonpath})
 
 
 def node_types(base: str) -> set[str]:
