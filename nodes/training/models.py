@@ -90,7 +90,8 @@ def resolve_base(ctx: RunContext, model: str) -> Path:
     """A Hugging Face model directory (with ``config.json``) for a model id.
 
     Accepts ``local:smollm2`` (the bundled GGUF, unpacked to fp32 once and cached),
-    ``local:<name>`` for a directory in the model store, or a path to a model directory.
+    ``local:<name>`` for a directory or a ``<name>.gguf`` file in the model store, or a
+    path to a model directory or a ``.gguf`` file (GGUF files are unpacked once).
 
     Raises:
         NodeError: a remote model id, an unknown name, or a path that is not a model
@@ -104,7 +105,7 @@ def resolve_base(ctx: RunContext, model: str) -> Path:
         return unpacked_gguf(ctx, bundled.path())
     candidates = [Path(name).expanduser()]
     if "/" not in name and "\\" not in name:
-        candidates.insert(0, models_dir(ctx) / name)
+        candidates[:0] = [models_dir(ctx) / name, models_dir(ctx) / f"{name}.gguf"]
     for path in candidates:
         if path.is_dir() and (path / "config.json").is_file():
             return path

@@ -41,13 +41,11 @@ from nodes.training.models import (
     dir_size,
     load_causal_lm,
     model_id,
-    models_dir,
     perplexity,
     resolve_base,
     save_file_to_store,
     save_to_store,
     short_hash,
-    unpacked_gguf,
 )
 
 EVAL_TEXT = Path(__file__).resolve().parents[2] / "examples" / "pep8_excerpt.txt"
@@ -73,36 +71,6 @@ GGUF_METHODS = {
 
 
 # ---- resolving models and texts ------------------------------------------------------------
-
-
-def gguf_in_store(ctx: RunContext, model: str) -> Path | None:
-    """The GGUF file a model id names, if it names one: ``local:<name>`` for
-    ``<name>.gguf`` in the model store, or a path to a ``.gguf`` file; else None.
-
-    The bundled ``local:smollm2`` is not reported here: post-training nodes treat it as
-    its unpacked fp32 Hugging Face directory (see :func:`resolve_model`).
-    """
-    name = _strip_prefix(model.strip())
-    candidates = [Path(name).expanduser()]
-    if "/" not in name and "\\" not in name:
-        candidates.insert(0, models_dir(ctx) / f"{name}.gguf")
-    for path in candidates:
-        if path.is_file() and path.suffix.lower() == ".gguf":
-            return path
-    return None
-
-
-def resolve_model(ctx: RunContext, model: str) -> Path:
-    """A Hugging Face directory for a model id: what :func:`resolve_base` accepts, plus
-    ``local:<name>`` for a ``<name>.gguf`` file in the store (unpacked to fp32 once).
-
-    Raises:
-        NodeError: a remote model id or an unknown model (from :func:`resolve_base`).
-    """
-    path = gguf_in_store(ctx, model)
-    if path is not None:
-        return unpacked_gguf(ctx, path)
-    return resolve_base(ctx, model)
 
 
 def eval_text(text: str | None) -> str:
@@ -333,7 +301,7 @@ def _quantize(
     import torch
 
     started = time.perf_counter()
-    source = resolve_model(ctx, model)
+    source = resolve_base(ctx, model)
     if method in GGUF_METHODS:
         check_exportable(read_config(source))
     ctx.progress(0.02, "loading the model")
@@ -571,7 +539,7 @@ def _prune(ctx: RunContext, inputs: Prune.Inputs, name: str, settings: _Eval) ->
     from torch.nn.utils import prune
 
     started = time.perf_counter()
-    source = resolve_model(ctx, inputs.model)
+    source = resolve_base(ctx, inputs.model)
     ctx.progress(0.02, "loading the model")
     model, tokenizer = load_causal_lm(source)
     ctx.progress(0.05, "perplexity before")
