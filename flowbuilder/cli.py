@@ -371,7 +371,10 @@ def list_nodes(
         out.print_json(data=catalogue)
         return
     table = Table(title=f"{len(catalogue)} node types", title_justify="left", show_lines=True)
-    for col in ("type", "version", "category", "inputs", "params", "outputs"):
+    # the type id stays whole (it is what a graph file and grep need); the rest folds
+    widest = max((len(e["type"]) for e in catalogue), default=4)
+    table.add_column("type", no_wrap=True, min_width=widest)
+    for col in ("version", "category", "inputs", "params", "outputs"):
         table.add_column(col, overflow="fold")
     for e in catalogue:
         table.add_row(
