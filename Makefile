@@ -5,9 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
-# llama-cpp-python builds from source: target AVX2 rather than this CPU's every feature,
-# since some virtual machines advertise AMX tiles but fault on them.
-export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 export HF_HUB_OFFLINE := 1
 
 .PHONY: setup setup-dev run demo test lint bench clean
@@ -16,7 +13,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+# llama-cpp-python builds from source for this CPU first (AMX or AVX2; see the script).
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt scripts/install-llama-cpp.sh
+	scripts/install-llama-cpp.sh $(BIN)/python
 	$(PIP) install -c constraints.txt -e .
 	touch $@
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from flowbuilder.engine import Engine
 from flowbuilder.registry import Registry, default_registry
 from flowbuilder.settings import Settings
 from flowbuilder.types import DatasetRef, ImageRef
+from nodes.training.evaluate import Runner, timed_generate
 
 PEP8 = (FIXTURES / "rag" / "peps" / "pep-0008.rst").read_text(encoding="utf-8")
 TEXT = PEP8[:2000]  # ~420 tokens
@@ -153,10 +155,41 @@ def test_perplexity_matches_models_perplexity(
     assert report["backend"] == "transformers" and report["label"] == "base"
     assert report["size_bytes"] == dir_size(path) > 500e6  # fp32 safetensors
     assert report["load_s"] > 0 and report["tokens_per_s"] > 0
+    assert 0 < report["ttft_s"] < report["decode_tokens"] / report["tokens_per_s"]
+    assert report["prompt_tokens"] > 10  # the chat-templated decode prompt
     assert report["exact_match"] is None and report["task_rows"] == 0
     messages = [e.message for e in seen]
     assert any("perplexity: window" in m for m in messages)
-    assert any("tokens/s" in m for m in messages)
+    assert any("tokens/s" in m and "first token" in m for m in messages)
+
+
+class PacedRunner(Runner):
+    """Produces a token every ``gap`` seconds after a ``prompt`` seconds' pause: a clock
+    for :func:`timed_generate`'s arithmetic (the real backends are timed above)."""
+
+    def __init__(self, prompt: float, gap: float) -> None:
+        self.prompt, self.gap = prompt, gap
+
+    def generate(self, ids, n, *, stop_at_eos, on_token=None):  # type: ignore[no-untyped-def]
+        time.sleep(self.prompt)
+        out = []
+        for i in range(n):
+            if i:
+                time.sleep(self.gap)
+            if on_token is not None:
+                on_token()
+            out.append(i)
+        return out
+
+
+def test_decode_rate_is_timed_from_the_first_token() -> None:
+    timing = timed_generate(PacedRunner(prompt=1.0, gap=0.01), [1, 2, 3], 11)
+    assert timing.tokens == 11
+    assert timing.ttft_s >= 1.0
+    # 10 gaps of 10 ms: at most 100 tokens/s; counting the 1 s prompt would give < 11
+    assert 25 < timing.tokens_per_s <= 100.5
+    single = timed_generate(PacedRunner(prompt=0.0, gap=0.0), [1], 1)
+    assert single.tokens == 1 and single.tokens_per_s is None
 
 
 @pytest.mark.slow

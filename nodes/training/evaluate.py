@@ -5,7 +5,10 @@ side.
 
 - perplexity on a text, or on a dataset's rows (instruction and chat rows are rendered
   with the tokenizer's chat template), and the validation loss ``ln(perplexity)``;
-- decode speed: tokens/s while generating ``decode_tokens`` tokens greedily;
+- decode speed: tokens/s while generating ``decode_tokens`` tokens greedily, timed from
+  the first new token to the last (the prompt's processing is reported apart, as the time
+  to first token) — the split llama.cpp's ``llama-bench`` makes between prompt processing
+  and text generation;
 - load time (s) and size on disk (bytes);
 - task metrics on instruction rows: exact match and contains, from greedy answers.
 
@@ -241,8 +244,16 @@ class Runner:
         ``text`` in non-overlapping windows; ``check`` is called before each window."""
         raise NotImplementedError
 
-    def generate(self, ids: list[int], n: int, *, stop_at_eos: bool) -> list[int]:
-        """Up to ``n`` new token ids after the prompt ``ids``, greedily."""
+    def generate(
+        self,
+        ids: list[int],
+        n: int,
+        *,
+        stop_at_eos: bool,
+        on_token: Callable[[], None] | None = None,
+    ) -> list[int]:
+        """Up to ``n`` new token ids after the prompt ``ids``, greedily; ``on_token`` is
+        called as each new token is produced (for timing)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -278,7 +289,14 @@ class TransformersRunner(Runner):
             check_cancelled=check,
         )
 
-    def generate(self, ids: list[int], n: int, *, stop_at_eos: bool) -> list[int]:
+    def generate(
+        self,
+        ids: list[int],
+        n: int,
+        *,
+        stop_at_eos: bool,
+        on_token: Callable[[], None] | None = None,
+    ) -> list[int]:
         import torch
 
         pad = self.tokenizer.pad_token_id
@@ -289,12 +307,60 @@ class TransformersRunner(Runner):
         }
         if not stop_at_eos:
             kwargs["min_new_tokens"] = n
+        if on_token is not None:
+            kwargs["streamer"] = _TokenClock(on_token)
         with torch.inference_mode():
             tensor = torch.tensor([ids])
             out = self.model.generate(
                 input_ids=tensor, attention_mask=torch.ones_like(tensor), **kwargs
             )
         return [int(t) for t in out[0, len(ids) :]]
+
+
+class _TokenClock:
+    """A transformers generation streamer that only reports each new token: ``put`` gets
+    the prompt first, then every generated token (``transformers.generation.streamers``'s
+    ``BaseStreamer`` protocol)."""
+
+    def __init__(self, on_token: Callable[[], None]) -> None:
+        self.on_token = on_token
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if self.prompt_seen:
+            self.on_token()
+        self.prompt_seen = True
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass
+class DecodeTiming:
+    """One timed greedy generation: ``tokens`` new tokens, ``ttft_s`` seconds from the
+    call to the first new token (the prompt's processing), ``tokens_per_s`` the decode
+    rate from the first new token to the last (``(tokens - 1) / seconds``; ``None`` for
+    fewer than two tokens)."""
+
+    tokens: int
+    ttft_s: float
+    tokens_per_s: float | None
+
+
+def timed_generate(runner: Runner, ids: list[int], n: int) -> DecodeTiming:
+    """Generate ``n`` tokens greedily after ``ids`` (not stopping at end-of-sequence) and
+    time the prompt and the decode apart, as ``llama-bench`` reports prompt processing
+    and text generation apart."""
+    stamps: list[float] = []
+    start = time.perf_counter()
+    new = runner.generate(
+        ids, n, stop_at_eos=False, on_token=lambda: stamps.append(time.perf_counter())
+    )
+    if not stamps:
+        return DecodeTiming(len(new), time.perf_counter() - start, None)
+    last = stamps[min(len(new), len(stamps)) - 1]
+    rate = (len(new) - 1) / (last - stamps[0]) if len(new) > 1 and last > stamps[0] else None
+    return DecodeTiming(len(new), stamps[0] - start, rate)
 
 
 class LlamaCppRunner(Runner):
@@ -333,11 +399,20 @@ class LlamaCppRunner(Runner):
             check_cancelled=check,
         )
 
-    def generate(self, ids: list[int], n: int, *, stop_at_eos: bool) -> list[int]:
+    def generate(
+        self,
+        ids: list[int],
+        n: int,
+        *,
+        stop_at_eos: bool,
+        on_token: Callable[[], None] | None = None,
+    ) -> list[int]:
         # llama.cpp's generate() runs on past the end-of-sequence token; greedy (top-k 1)
         self.llm.reset()
         out: list[int] = []
         for token in self.llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0):
+            if on_token is not None:
+                on_token()
             if stop_at_eos and token == self.eos:
                 break
             out.append(int(token))
@@ -386,8 +461,10 @@ class Evaluate(Node):
     on them when no text is connected, and task metrics from greedy answers to
     instruction rows (input = instruction + input, reference = output).
     Outputs: report (JSON: label, model, backend, size_bytes, size_mb, load_s, perplexity,
-    tokens_scored, val_loss = ln perplexity, tokens_per_s (best of decode_repeats runs of
-    decode_tokens greedy tokens after a warm-up), exact_match,
+    tokens_scored, val_loss = ln perplexity, tokens_per_s (decode rate from the first new
+    token to the last, best of decode_repeats runs of decode_tokens greedy tokens after a
+    warm-up), ttft_s (time to the first token: the prompt's processing, best run),
+    prompt_tokens, exact_match,
     contains as fractions, task_rows, answers) and a one-line summary.
     GGUF runs on llama.cpp, directories on transformers; both score the same windows of
     the same token ids, so a GGUF and its unpacked twin get comparable perplexities.
@@ -436,7 +513,11 @@ class Evaluate(Node):
             32, description="tokens generated per answer for task metrics", ge=1, le=1024
         )
         decode_tokens: int = Param(
-            64, description="tokens generated to measure decode speed (0 skips it)", ge=0, le=1024
+            64,
+            description="tokens generated to measure decode speed (0 skips it; the rate is "
+            "timed from the first new token to the last)",
+            ge=0,
+            le=1024,
         )
         decode_repeats: int = Param(
             1,
@@ -547,23 +628,26 @@ def measure(
         )
         ctx.progress(0.6, f"perplexity {ppl:.3f} on {scored} tokens", metrics={"perplexity": ppl})
 
-        tokens_per_s = None
+        tokens_per_s = ttft_s = prompt_tokens = None
         if inputs.decode_tokens:
             prompt = render_chat(
                 tokenizer, [{"role": "user", "content": DECODE_PROMPT}], prompt=True
             )
             prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+            prompt_tokens = len(prompt_ids)
             runner.generate(prompt_ids, 2, stop_at_eos=False)  # warm-up
             ctx.check_cancelled()
-            rates = []
+            timings = []
             for _ in range(inputs.decode_repeats):
                 ctx.check_cancelled()
-                t0 = time.perf_counter()
-                new = runner.generate(prompt_ids, inputs.decode_tokens, stop_at_eos=False)
-                rates.append(len(new) / (time.perf_counter() - t0))
-            tokens_per_s = max(rates)
+                timings.append(timed_generate(runner, prompt_ids, inputs.decode_tokens))
+            rates = [t.tokens_per_s for t in timings if t.tokens_per_s is not None]
+            tokens_per_s = max(rates) if rates else None
+            ttft_s = min(t.ttft_s for t in timings)
             ctx.progress(
-                0.7, f"decode {tokens_per_s:.1f} tokens/s", metrics={"tokens_per_s": tokens_per_s}
+                0.7,
+                f"decode {tokens_per_s or 0:.1f} tokens/s, first token {ttft_s * 1000:.0f} ms",
+                metrics={"tokens_per_s": tokens_per_s, "ttft_s": ttft_s},
             )
 
         answers = []
@@ -600,6 +684,8 @@ def measure(
         "window": inputs.window,
         "text_source": source,
         "tokens_per_s": tokens_per_s,
+        "ttft_s": ttft_s,
+        "prompt_tokens": prompt_tokens,
         "decode_tokens": inputs.decode_tokens,
         "decode_repeats": inputs.decode_repeats,
         "threads": threads,
@@ -625,6 +711,8 @@ def summary_line(report: dict[str, Any]) -> str:
     ]
     if report.get("tokens_per_s") is not None:
         parts.append(f"{report['tokens_per_s']:.1f} tokens/s")
+    if report.get("ttft_s") is not None:
+        parts.append(f"first token {report['ttft_s'] * 1000:.0f} ms")
     parts.append(f"{report['size_bytes'] / 1e6:.1f} MB")
     parts.append(f"load {report['load_s']:.2f} s")
     for key, name in (("exact_match", "exact match"), ("contains", "contains")):
