@@ -122,12 +122,20 @@ def _dir_size(path: Path) -> int:
 # ---- llama.cpp (GGUF) ----------------------------------------------------------------
 
 
-def _load_gguf(path: Path) -> Any:
+def load_gguf(path: Path, threads: int = 0) -> Any:
+    """A ``llama_cpp.Llama`` for the GGUF file at ``path`` as the LLM node runs it: a
+    context of ``N_CTX`` tokens, ``threads`` threads (0: one per core) and flash
+    attention, which decodes SmolLM2 q8_0 about 1.2x faster here (bench/quantize.py).
+    Raises NodeError when llama.cpp cannot load the file."""
     from llama_cpp import Llama
 
     try:
         return Llama(
-            model_path=str(path), n_ctx=N_CTX, n_threads=os.cpu_count() or 2, verbose=False
+            model_path=str(path),
+            n_ctx=N_CTX,
+            n_threads=threads or os.cpu_count() or 2,
+            flash_attn=True,
+            verbose=False,
         )
     except ValueError as exc:
         raise NodeError(f"cannot load {path.name} with llama.cpp: {exc}") from None
@@ -380,7 +388,7 @@ class LocalModels:
         key = f"{spec.kind}:{spec.path.resolve()}"
         size_mb = _dir_size(spec.path) / 2**20
         if spec.kind == "gguf":
-            return self.models.get(key, lambda: _load_gguf(spec.path), size_mb * 2)
+            return self.models.get(key, lambda: load_gguf(spec.path), size_mb * 2)
         if spec.kind == "hf":
             return self.models.get(key, lambda: _load_hf(spec.path), size_mb * 1.3)
         return self.models.get(key, lambda: _load_st(spec.path), size_mb * 1.5)

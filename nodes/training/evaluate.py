@@ -43,7 +43,7 @@ from pydantic import BaseModel
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
 from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.providers.local import N_CTX, resolve_local
+from flowbuilder.providers.local import load_gguf, resolve_local
 from flowbuilder.types import DatasetRef, ImageRef, JSONValue
 from nodes.training.datasets import read_rows, shape_of
 from nodes.training.models import (
@@ -365,24 +365,21 @@ def timed_generate(runner: Runner, ids: list[int], n: int) -> DecodeTiming:
 
 class LlamaCppRunner(Runner):
     """A GGUF model on llama.cpp (llama-cpp-python), loaded as the local LLM node loads
-    it (context 2048, one thread per core unless ``threads``). Perplexity by
+    it (:func:`flowbuilder.providers.local.load_gguf`: context 2048, flash attention, one
+    thread per core unless ``threads``). Perplexity by
     :func:`nodes.training.quantize.gguf_perplexity`, which opens its own instance with
     the logits of every position."""
 
     backend = "llama.cpp"
 
     def __init__(self, path: Path, eos: int | None, threads: int = 0) -> None:
-        from llama_cpp import Llama
-
         self.path = path
         self.eos = eos
         self.threads = threads or os.cpu_count() or 2
         try:
-            self.llm = Llama(
-                model_path=str(path), n_ctx=N_CTX, n_threads=self.threads, verbose=False
-            )
-        except ValueError as exc:
-            raise NodeError(f"model: llama.cpp cannot load {path.name}: {exc}") from None
+            self.llm = load_gguf(path, self.threads)
+        except NodeError as exc:
+            raise NodeError(f"model: {exc}") from None
 
     def perplexity(
         self, tokenizer: Any, text: str, max_tokens: int, window: int, check: Callable[[], None]
@@ -647,7 +644,7 @@ def measure(
             ctx.progress(
                 0.7,
                 f"decode {tokens_per_s or 0:.1f} tokens/s, first token {ttft_s * 1000:.0f} ms",
-                metrics={"tokens_per_s": tokens_per_s, "ttft_s": ttft_s},
+                metrics={"tokens_per_s": tokens_per_s or 0.0, "ttft_s": ttft_s},
             )
 
         answers = []
