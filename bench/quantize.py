@@ -13,9 +13,9 @@ engine's per-device limit), so no two measurements overlap. The table comes from
 Compare node fed the list of reports (its ``reports`` port) in a second, tiny graph.
 
 Figures per model: size on disk (MB) and size reduction (fp32 size / size), decode
-tokens/s (``--decode`` tokens generated greedily after a warm-up, best of three runs;
-GGUF on llama.cpp as the LLM node runs it, others on transformers) and speed-up over
-fp32, perplexity on the first ``--tokens`` tokens (512-token windows, the same token ids
+tokens/s (``--decode`` tokens generated greedily after a warm-up, timed from the first new
+token to the last, best of three runs; GGUF on llama.cpp as the LLM node runs it, others
+on transformers) and speed-up over fp32, time to first token (the prompt's processing), perplexity on the first ``--tokens`` tokens (512-token windows, the same token ids
 on both backends) and its change from fp32, load time. The Quantize node's own
 perplexity before/after (its report) is shown beside Evaluate's, as a cross-check.
 
@@ -171,6 +171,10 @@ def main() -> None:
     print(table.outputs["table"])
     rows = {r["label"]: r for r in table.outputs["rows"]}
     print("load time (s): " + ", ".join(f"{r['label']} {r['load_s']:.2f}" for r in reports))
+    print(
+        "time to first token (ms): "
+        + ", ".join(f"{r['label']} {r['ttft_s'] * 1000:.0f}" for r in reports if r.get("ttft_s"))
+    )
 
     print("\nQuantize node's own check (perplexity before → after on the same text):")
     for i, method in enumerate(methods):
