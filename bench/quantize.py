@@ -15,8 +15,9 @@ Compare node fed the list of reports (its ``reports`` port) in a second, tiny gr
 Figures per model: size on disk (MB) and size reduction (fp32 size / size), decode
 tokens/s (``--decode`` tokens generated greedily after a warm-up, timed from the first new
 token to the last, best of three runs; GGUF on llama.cpp as the LLM node runs it, others
-on transformers) and speed-up over fp32, time to first token (the prompt's processing), perplexity on the first ``--tokens`` tokens (512-token windows, the same token ids
-on both backends) and its change from fp32, load time. The Quantize node's own
+on transformers) and speed-up over fp32, time to first token (the prompt's processing),
+perplexity on the first ``--tokens`` tokens (512-token windows, the same token ids on both
+backends) and its change from fp32, load time. The Quantize node's own
 perplexity before/after (its report) is shown beside Evaluate's, as a cross-check.
 
 Issue 8's targets are checked at the end: GGUF q8_0 ≥ 3.5× smaller than fp32, decode
