@@ -26,6 +26,7 @@ FLOWBUILDER = str(Path(sys.executable).parent / "flowbuilder")
 
 PACK = '''
 import asyncio
+from pathlib import Path
 from pydantic import BaseModel
 from flowbuilder.errors import NodeError
 from flowbuilder.node import Node, NodeMeta, Param, Port
@@ -39,11 +40,14 @@ class Wait(Node):
     class Inputs(BaseModel):
         text: str = Port("", description="passed through")
         seconds: float = Param(0.0, ge=0)
+        started: str = Param("", description="a file to create when the wait begins")
 
     class Outputs(BaseModel):
         text: str
 
     async def run(self, ctx, inputs):
+        if inputs.started:
+            Path(inputs.started).touch()
         await asyncio.sleep(inputs.seconds)
         return self.Outputs(text=inputs.text)
 
@@ -113,13 +117,13 @@ def cli(
     )
 
 
-def greeting_graph(reg: Registry, path: Path, *, wait: float = 0.0) -> Path:
+def greeting_graph(reg: Registry, path: Path, *, wait: float = 0.0, started: str = "") -> Path:
     """Input(who) and Input(times, json {"n": …}) → Template → demo/wait → Output."""
     b = GraphBuilder(reg)
     who = b.add("core/input", name="who", type="text", default="world")
     times = b.add("core/input", name="times", type="json", default={"n": 1})
     tpl = b.add("core/template", template="{% for _ in range(n) %}Hello {{ text }}! {% endfor %}")
-    waiter = b.add("demo/wait", seconds=wait)
+    waiter = b.add("demo/wait", seconds=wait, started=started)
     out = b.add("core/output", name="greeting")
     b.link(who, "value", tpl, "text")
     b.link(times, "value", tpl, "vars")
@@ -254,7 +258,8 @@ def test_keep_going_runs_independent_branch(
 def test_ctrl_c_cancels_and_exits_130(
     tmp_path: Path, env: dict[str, str], demo_registry: Registry
 ) -> None:
-    path = greeting_graph(demo_registry, tmp_path / "g.json", wait=30)
+    started = tmp_path / "started"
+    path = greeting_graph(demo_registry, tmp_path / "g.json", wait=30, started=str(started))
     proc = subprocess.Popen(
         [FLOWBUILDER, "run", str(path)],
         env=env,
@@ -262,10 +267,13 @@ def test_ctrl_c_cancels_and_exits_130(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    time.sleep(2.5)  # interpreter start-up, then the wait node is running
+    deadline = time.monotonic() + 60  # interpreter start-up, then the wait node runs
+    while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), proc.stderr.read() if proc.stderr else "never started"
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=20)
+    _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
     assert time.monotonic() - t0 < 10
     assert "cancelled" in stderr
