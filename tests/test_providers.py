@@ -514,3 +514,42 @@ def test_compare_models_example_runs_offline(
     chats = [e for e in events if e.type == "node_finished" and e.node_type == "llm/chat"]
     assert len(chats) == 2
     assert text.count("###") == 2, text
+
+
+AMX_AFTER_TORCH = """
+import threading, torch
+from flowbuilder.models import ModelCache
+from flowbuilder.providers import ChatMessage, ChatRequest
+from flowbuilder.providers.local import LocalModels
+
+local = LocalModels(ModelCache())
+request = ChatRequest(messages=[ChatMessage(role="user", content="Name a colour.")],
+                      temperature=0.0, max_tokens=8)
+
+def worker():
+    first = local.chat("smollm2", request).text
+    a = torch.randn(256, 256, dtype=torch.bfloat16)
+    (a @ a).sum().item()  # oneDNN: AMX tiles on CPUs that have them, then released
+    second = local.chat("smollm2", request).text
+    assert first == second, (first, second)
+    print("same answer:", first)
+
+t = threading.Thread(target=worker)
+t.start()
+t.join()
+"""
+
+
+def test_local_model_survives_torch_bf16_work_on_the_same_thread() -> None:
+    """A GGUF chat, bf16 torch work on the same thread, the chat again: with llama.cpp's
+    AMX build, a thread whose tiles torch released faulted with SIGILL on the next prompt
+    (llama.cpp now runs on its own thread). In a child process, so a fault is a failure
+    here and not the end of the test session."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", AMX_AFTER_TORCH], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "same answer:" in proc.stdout

@@ -88,7 +88,14 @@ def hf_ppl(model: Any, ids: list[int]) -> float:
 
 
 def llama_ppl(path: Path, ids: list[int]) -> float:
-    """Perplexity with llama.cpp's low-level API on the same windows."""
+    """Perplexity with llama.cpp's low-level API on the same windows (on llama.cpp's own
+    thread, as the project runs it: see ``on_llama_thread``)."""
+    from flowbuilder.providers.local import on_llama_thread
+
+    return on_llama_thread(_llama_ppl, path, ids)
+
+
+def _llama_ppl(path: Path, ids: list[int]) -> float:
     import numpy as np
     import torch
     from llama_cpp import Llama

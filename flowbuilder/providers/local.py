@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 from flowbuilder.bundled import BUNDLED
 from flowbuilder.errors import NodeError
@@ -120,6 +122,30 @@ def _dir_size(path: Path) -> int:
 
 
 # ---- llama.cpp (GGUF) ----------------------------------------------------------------
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+LLAMA_THREAD = "llama.cpp"
+_llama_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=LLAMA_THREAD)
+
+
+def on_llama_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Call ``fn`` on the one thread of this process that makes llama.cpp calls, wait, and
+    return its result (its exception is raised here). Every load, evaluation and generation
+    of a GGUF model goes through it.
+
+    Why one thread: llama.cpp's AMX kernels (the AMX build, see
+    ``scripts/install-llama-cpp.sh``) configure a thread's tile registers on the thread's
+    first batched product and assume they stay configured. torch (oneDNN) uses AMX for
+    bf16 and int8 work too and releases the tiles when done, so llama.cpp on a thread that
+    ran such torch work faults with SIGILL on its next prompt. A thread that runs only
+    llama.cpp keeps them. Calls from that thread itself run directly.
+    """
+    if threading.current_thread().name.startswith(LLAMA_THREAD):
+        return fn(*args, **kwargs)
+    return _llama_executor.submit(fn, *args, **kwargs).result()
 
 
 def load_gguf(path: Path, threads: int = 0) -> Any:
@@ -388,7 +414,7 @@ class LocalModels:
         key = f"{spec.kind}:{spec.path.resolve()}"
         size_mb = _dir_size(spec.path) / 2**20
         if spec.kind == "gguf":
-            return self.models.get(key, lambda: load_gguf(spec.path), size_mb * 2)
+            return self.models.get(key, lambda: on_llama_thread(load_gguf, spec.path), size_mb * 2)
         if spec.kind == "hf":
             return self.models.get(key, lambda: _load_hf(spec.path), size_mb * 1.3)
         return self.models.get(key, lambda: _load_st(spec.path), size_mb * 1.5)
@@ -415,7 +441,7 @@ class LocalModels:
         entry = self._entry(spec)
         label = spec.path.name
         if spec.kind == "gguf":
-            return _generate_gguf(entry, request, on_token, check_cancelled, label)
+            return on_llama_thread(_generate_gguf, entry, request, on_token, check_cancelled, label)
         return _generate_hf(entry, request, on_token, check_cancelled, label)
 
     def count_prompt_tokens(self, model: str, request: ChatRequest) -> int:

@@ -43,7 +43,7 @@ from pydantic import BaseModel
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
 from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.providers.local import load_gguf, resolve_local
+from flowbuilder.providers.local import load_gguf, on_llama_thread, resolve_local
 from flowbuilder.types import DatasetRef, ImageRef, JSONValue
 from nodes.training.datasets import read_rows, shape_of
 from nodes.training.models import (
@@ -377,7 +377,7 @@ class LlamaCppRunner(Runner):
         self.eos = eos
         self.threads = threads or os.cpu_count() or 2
         try:
-            self.llm = load_gguf(path, self.threads)
+            self.llm = on_llama_thread(load_gguf, path, self.threads)
         except NodeError as exc:
             raise NodeError(f"model: {exc}") from None
 
@@ -403,6 +403,11 @@ class LlamaCppRunner(Runner):
         *,
         stop_at_eos: bool,
         on_token: Callable[[], None] | None = None,
+    ) -> list[int]:
+        return on_llama_thread(self._generate, ids, n, stop_at_eos, on_token)
+
+    def _generate(
+        self, ids: list[int], n: int, stop_at_eos: bool, on_token: Callable[[], None] | None
     ) -> list[int]:
         # llama.cpp's generate() runs on past the end-of-sequence token; greedy (top-k 1)
         self.llm.reset()

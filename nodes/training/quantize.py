@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
 from flowbuilder.node import Node, NodeMeta, Param, Port
+from flowbuilder.providers.local import on_llama_thread
 from nodes.training.gguf_export import (
     check_exportable,
     llama_quantize,
@@ -109,7 +110,8 @@ def gguf_perplexity(
     The text is tokenized with the Hugging Face ``tokenizer`` (no special tokens — no BOS),
     cut to ``max_tokens``, split into non-overlapping windows of ``window`` tokens; each
     window is evaluated from an empty KV cache (``Llama.reset``) with logits for every
-    position (``logits_all=True``), and its first token is not predicted. Perplexity is
+    position (``logits_all=True``), and its first token is not predicted (on llama.cpp's
+    own thread, :func:`flowbuilder.providers.local.on_llama_thread`). Perplexity is
     ``exp`` of the mean negative log-likelihood per predicted token (log-softmax in float64).
 
     Returns:
@@ -125,38 +127,42 @@ def gguf_perplexity(
     ids = tokenizer(text, add_special_tokens=False).input_ids[:max_tokens]
     if len(ids) < 2:
         raise NodeError("perplexity needs a text of at least two tokens")
-    try:
-        llm = Llama(
-            model_path=str(path),
-            n_ctx=window,
-            n_batch=window,
-            n_ubatch=window,
-            logits_all=True,
-            n_threads=threads or os.cpu_count() or 2,
-            verbose=False,
-        )
-    except ValueError as exc:
-        raise NodeError(f"llama.cpp cannot load {path.name}: {exc}") from None
-    nll = 0.0
-    count = 0
-    try:
-        for start in range(0, len(ids), window):
-            if check_cancelled is not None:
-                check_cancelled()
-            chunk = ids[start : start + window]
-            if len(chunk) < 2:
-                break
-            llm.reset()
-            llm.eval(chunk)
-            logits = np.asarray(llm.scores[: len(chunk) - 1], dtype=np.float64)
-            peak = logits.max(axis=1)
-            log_norm = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
-            targets = logits[np.arange(len(chunk) - 1), chunk[1:]]
-            nll += float((log_norm - targets).sum())
-            count += len(chunk) - 1
-    finally:
-        llm.close()
-    return math.exp(nll / count), count
+
+    def run() -> tuple[float, int]:
+        try:
+            llm = Llama(
+                model_path=str(path),
+                n_ctx=window,
+                n_batch=window,
+                n_ubatch=window,
+                logits_all=True,
+                n_threads=threads or os.cpu_count() or 2,
+                verbose=False,
+            )
+        except ValueError as exc:
+            raise NodeError(f"llama.cpp cannot load {path.name}: {exc}") from None
+        nll = 0.0
+        count = 0
+        try:
+            for start in range(0, len(ids), window):
+                if check_cancelled is not None:
+                    check_cancelled()
+                chunk = ids[start : start + window]
+                if len(chunk) < 2:
+                    break
+                llm.reset()
+                llm.eval(chunk)
+                logits = np.asarray(llm.scores[: len(chunk) - 1], dtype=np.float64)
+                peak = logits.max(axis=1)
+                log_norm = peak + np.log(np.exp(logits - peak[:, None]).sum(axis=1))
+                targets = logits[np.arange(len(chunk) - 1), chunk[1:]]
+                nll += float((log_norm - targets).sum())
+                count += len(chunk) - 1
+        finally:
+            llm.close()
+        return math.exp(nll / count), count
+
+    return on_llama_thread(run)
 
 
 # ---- shared node pieces ---------------------------------------------------------------------
