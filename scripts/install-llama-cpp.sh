@@ -8,8 +8,10 @@
 #
 # - AMX: on a CPU whose /proc/cpuinfo lists amx_int8 and avx512_vnni (Intel Sapphire
 #   Rapids and later). llama.cpp then repacks q8_0 / Q4_0 / Q4_1 / K-quant weights for its
-#   AMX backend, whose one-token kernels use AVX512-VNNI: SmolLM2 q8_0 decodes ~1.4x faster
-#   than the AVX2 build (bench/quantize.py). It is compiled with clang, installed here from
+#   AMX backend, whose one-token kernels use AVX512-VNNI: SmolLM2 q8_0 decodes about twice
+#   as fast as with the AVX2 build (a bare llama.cpp loop on 2 cores: 140-148 against
+#   66-77 tokens/s). Its tiles need llama.cpp on a thread of its own; see
+#   flowbuilder.providers.local.on_llama_thread. It is compiled with clang, installed here from
 #   Debian when missing (root needed): GCC 12 drops the stores that fill llama.cpp's AMX
 #   tile configuration, so every batched matrix product faults with SIGILL
 #   (ggml-org/llama.cpp pull request 26954 describes the fault). Clang spells the AMX
