@@ -128,7 +128,18 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 LLAMA_THREAD = "llama.cpp"
-_llama_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=LLAMA_THREAD)
+_llama_executor: ThreadPoolExecutor | None = None
+_llama_lock = threading.Lock()
+
+
+def _forget_llama_thread() -> None:
+    """In a forked child: the parent's llama.cpp thread does not exist there."""
+    global _llama_executor, _llama_lock
+    _llama_executor = None
+    _llama_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_llama_thread)
 
 
 def on_llama_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -143,9 +154,14 @@ def on_llama_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     ran such torch work faults with SIGILL on its next prompt. A thread that runs only
     llama.cpp keeps them. Calls from that thread itself run directly.
     """
+    global _llama_executor
     if threading.current_thread().name.startswith(LLAMA_THREAD):
         return fn(*args, **kwargs)
-    return _llama_executor.submit(fn, *args, **kwargs).result()
+    with _llama_lock:
+        if _llama_executor is None:
+            _llama_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=LLAMA_THREAD)
+        executor = _llama_executor
+    return executor.submit(fn, *args, **kwargs).result()
 
 
 def load_gguf(path: Path, threads: int = 0) -> Any:
