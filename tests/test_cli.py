@@ -266,6 +266,9 @@ def test_ctrl_c_cancels_and_exits_130(
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # Ctrl-C as in a terminal: a test session started in the background by a
+        # non-interactive shell ignores SIGINT, and a child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60  # interpreter start-up, then the wait node runs
     while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
