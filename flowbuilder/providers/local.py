@@ -167,8 +167,13 @@ def on_llama_thread(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
 def load_gguf(path: Path, threads: int = 0) -> Any:
     """A ``llama_cpp.Llama`` for the GGUF file at ``path`` as the LLM node runs it: a
     context of ``N_CTX`` tokens, ``threads`` threads (0: one per core) and flash
-    attention, which decodes SmolLM2 q8_0 about 1.2x faster here (bench/quantize.py).
+    attention, which decodes SmolLM2 q8_0 about 1.2x faster here (bench/quantize.py);
+    loaded on llama.cpp's own thread (:func:`on_llama_thread`).
     Raises NodeError when llama.cpp cannot load the file."""
+    return on_llama_thread(_open_gguf, path, threads)
+
+
+def _open_gguf(path: Path, threads: int) -> Any:
     from llama_cpp import Llama
 
     try:
@@ -430,7 +435,7 @@ class LocalModels:
         key = f"{spec.kind}:{spec.path.resolve()}"
         size_mb = _dir_size(spec.path) / 2**20
         if spec.kind == "gguf":
-            return self.models.get(key, lambda: on_llama_thread(load_gguf, spec.path), size_mb * 2)
+            return self.models.get(key, lambda: load_gguf(spec.path), size_mb * 2)
         if spec.kind == "hf":
             return self.models.get(key, lambda: _load_hf(spec.path), size_mb * 1.3)
         return self.models.get(key, lambda: _load_st(spec.path), size_mb * 1.5)

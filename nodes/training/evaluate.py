@@ -51,6 +51,7 @@ from nodes.training.models import (
     load_causal_lm,
     models_dir,
     perplexity,
+    perplexity_windows,
     resolve_base,
 )
 
@@ -262,8 +263,8 @@ class Runner:
 
 def window_count(n_tokens: int, window: int) -> int:
     """How many windows :func:`nodes.training.models.perplexity` scores for ``n_tokens``
-    (a last window of one token predicts nothing and is skipped)."""
-    return sum(1 for s in range(0, n_tokens, window) if min(window, n_tokens - s) >= 2)
+    (:func:`nodes.training.models.perplexity_windows`)."""
+    return sum(1 for _ in perplexity_windows(range(n_tokens), window))
 
 
 class TransformersRunner(Runner):
@@ -377,7 +378,7 @@ class LlamaCppRunner(Runner):
         self.eos = eos
         self.threads = threads or os.cpu_count() or 2
         try:
-            self.llm = on_llama_thread(load_gguf, path, self.threads)
+            self.llm = load_gguf(path, self.threads)
         except NodeError as exc:
             raise NodeError(f"model: {exc}") from None
 

@@ -248,6 +248,24 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def perplexity_windows(
+    ids: Any, window: int, check_cancelled: Callable[[], None] | None = None
+) -> Iterator[Any]:
+    """The windows perplexity is scored on: ``ids`` (any sliceable sequence: a list, a
+    range, a 1-D tensor) cut into non-overlapping slices of
+    ``window`` tokens, a last slice of one token (which predicts nothing) left out;
+    ``check_cancelled`` is called before each. Both backends (:func:`perplexity` on
+    transformers, ``gguf_perplexity`` on llama.cpp) and the Evaluate node's progress count
+    use it, so they agree on the windows."""
+    for start in range(0, len(ids), window):
+        if check_cancelled is not None:
+            check_cancelled()
+        chunk = ids[start : start + window]
+        if len(chunk) < 2:
+            return
+        yield chunk
+
+
 def perplexity(
     model: Any,
     tokenizer: Any,
@@ -282,12 +300,7 @@ def perplexity(
     count = 0
     model.eval()
     with torch.inference_mode():
-        for start in range(0, len(ids), window):
-            if check_cancelled is not None:
-                check_cancelled()
-            chunk = ids[start : start + window]
-            if len(chunk) < 2:
-                break
+        for chunk in perplexity_windows(ids, window, check_cancelled):
             logits = model(chunk.unsqueeze(0)).logits[0, :-1].float()
             logprobs = torch.log_softmax(logits, dim=-1)
             nll -= logprobs.gather(1, chunk[1:].unsqueeze(1)).sum().item()

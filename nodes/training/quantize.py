@@ -43,6 +43,7 @@ from nodes.training.models import (
     load_causal_lm,
     model_id,
     perplexity,
+    perplexity_windows,
     resolve_base,
     save_file_to_store,
     save_to_store,
@@ -144,12 +145,7 @@ def gguf_perplexity(
         nll = 0.0
         count = 0
         try:
-            for start in range(0, len(ids), window):
-                if check_cancelled is not None:
-                    check_cancelled()
-                chunk = ids[start : start + window]
-                if len(chunk) < 2:
-                    break
+            for chunk in perplexity_windows(ids, window, check_cancelled):
                 llm.reset()
                 llm.eval(chunk)
                 logits = np.asarray(llm.scores[: len(chunk) - 1], dtype=np.float64)
