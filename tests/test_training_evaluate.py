@@ -155,7 +155,7 @@ def test_perplexity_matches_models_perplexity(
     assert report["backend"] == "transformers" and report["label"] == "base"
     assert report["size_bytes"] == dir_size(path) > 500e6  # fp32 safetensors
     assert report["load_s"] > 0 and report["tokens_per_s"] > 0
-    assert 0 < report["ttft_s"] < report["decode_tokens"] / report["tokens_per_s"]
+    assert report["ttft_s"] > 0  # timed apart from the decode rate
     assert report["prompt_tokens"] > 10  # the chat-templated decode prompt
     assert report["exact_match"] is None and report["task_rows"] == 0
     messages = [e.message for e in seen]
