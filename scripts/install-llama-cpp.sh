@@ -76,6 +76,6 @@ export CMAKE_ARGS="$args"
 if [ "$build" = "amx" ]; then
     export CFLAGS="${CFLAGS:-} $amx_defines" CXXFLAGS="${CXXFLAGS:-} $amx_defines"
 fi
-"$python" -m pip install -q --no-cache-dir --force-reinstall --no-deps "$version"
+"$python" -m pip install --no-cache-dir --force-reinstall --no-deps "$version"  # prints "still running..."
 "$python" -m pip install -q "$version"  # its dependencies
 printf '%s\n' "$wanted" > "$marker"
