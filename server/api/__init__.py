@@ -1,5 +1,6 @@
 """REST API routes under /api/v1 (FastAPI, on the same app as the pages), the
-OpenAI-compatible facade under /v1, API-key auth, and the per-flow OpenAPI schema.
+OpenAI-compatible facade under /v1, API-key auth, request limits, and the per-flow
+OpenAPI schema.
 
 :func:`install` adds all of it to the app once (``server.app.setup`` calls it).
 """
@@ -40,9 +41,11 @@ def install(app: FastAPI) -> None:
         lean.include_router(router)
     lean.add_middleware(auth.ApiKeyMiddleware)
     build_full = app.build_middleware_stack
+    from server.api.limits import BodyLimit
 
     def build_stack() -> ASGIApp:
-        return FastLane(build_full(), lean)
+        # outermost: request bodies are bounded on every path, pages and API alike
+        return BodyLimit(FastLane(build_full(), lean), lambda: app.state.fb.engine.settings)
 
     app.build_middleware_stack = build_stack  # type: ignore[method-assign]
 

@@ -31,11 +31,12 @@ from flowbuilder import events
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
 from flowbuilder.store import NotFound
 from flowbuilder.validate import FlowInput, FlowOutput
+from server.api.limits import LimitedRoute
 from server.api.runs import plans
 from server.api.schema import CompiledFlow
 from server.runs import ActiveRun
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=LimitedRoute)
 ANSWER_NAMES = ("text", "answer", "reply", "response")
 
 

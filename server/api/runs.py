@@ -19,6 +19,10 @@ wait in the queue and execute on another; every route above works on any of them
 Unpublished flows answer 404 on the run routes. Runs made only of quick pure nodes
 (Input → Template → Output) take a fast path: no per-event recording, and one run record
 written at the end, in batches (:class:`RunLog`); their records read the same.
+
+Bodies are read with the request limits (:mod:`server.api.limits`): a JSON body or form
+field beyond them answers 422 naming the limit; numbers in queries and headers are
+bounded (a huge one answers 422).
 """
 
 from __future__ import annotations
@@ -33,21 +37,31 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from sqlmodel import SQLModel
 
 from flowbuilder.artifacts import ArtifactStore
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
+from flowbuilder.limits import LimitExceeded, check_json
 from flowbuilder.scheduler import RunResult
 from flowbuilder.store import NotFound, Store
 from flowbuilder.types import REF_CLASSES, ArtifactRef, to_jsonable
+from server.api.limits import (
+    MAX_SQL_INT,
+    MAX_TIMEOUT_S,
+    LimitedRoute,
+    errors,
+    limits_of,
+    read_json,
+    unprocessable,
+)
 from server.api.schema import CompiledFlow, PlanCache
 from server.runs import ActiveRun
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=LimitedRoute)
 
 _RUNS = SQLModel.metadata.tables["runs"]
 _NODE_RUNS = SQLModel.metadata.tables["node_runs"]
@@ -138,11 +152,14 @@ def run_log(request: Request) -> RunLog:
     return found
 
 
-def compiled(request: Request, flow_id: str, *, published: bool = True) -> CompiledFlow:
+async def compiled(request: Request, flow_id: str, *, published: bool = True) -> CompiledFlow:
     """The flow, checked; 404 when missing (or unpublished, when ``published``), 409 when
-    its graph has problems."""
+    its graph has problems. A flow not compiled yet (or whose head is due to be read
+    again) is read and checked in a worker thread, off the event loop."""
+    cache = plans(request)
     try:
-        flow = plans(request).get(flow_id)
+        found = cache.peek(flow_id)
+        flow = found if found is not None else await asyncio.to_thread(cache.get, flow_id)
     except NotFound:
         raise HTTPException(404, f"no flow {flow_id}") from None
     except GraphInvalid as exc:
@@ -185,7 +202,12 @@ async def read_inputs(request: Request, flow: CompiledFlow) -> dict[str, Any]:
     ):
         values = {}
         form = await request.form()
+        limits = limits_of(request)
         for key, item in form.multi_items():
+            try:
+                check_json(key if hasattr(item, "read") else [key, item], limits, ("body",))
+            except LimitExceeded as exc:
+                raise unprocessable(exc) from None
             if hasattr(item, "read") and hasattr(item, "filename"):
                 kind = types.get(key, "file")
                 data = await item.read()
@@ -208,7 +230,7 @@ async def read_inputs(request: Request, flow: CompiledFlow) -> dict[str, Any]:
             values = {}
         else:
             try:
-                values = json.loads(body)
+                values = await read_json(request)
             except json.JSONDecodeError as exc:
                 raise HTTPException(
                     422,
@@ -342,11 +364,32 @@ async def follow(
 # ---- routes ---------------------------------------------------------------------------
 
 
-@router.post("/flows/{flow_id}/run", response_model=None, openapi_extra=GENERIC_BODY)
+RUN_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the run's outputs; with ?stream=true, its events",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    },
+    **errors(404, 409, 413, 500, 504),
+}
+TIMEOUT = Query(
+    None,
+    gt=0,
+    le=MAX_TIMEOUT_S,
+    allow_inf_nan=False,
+    description=f"seconds before the run is cancelled (at most {MAX_TIMEOUT_S:g})",
+)
+
+
+@router.post(
+    "/flows/{flow_id}/run", response_model=None, openapi_extra=GENERIC_BODY, responses=RUN_ANSWERS
+)
 async def run_flow(
     request: Request,
     flow_id: str,
-    timeout: float | None = Query(None, gt=0, description="seconds before the run is cancelled"),
+    timeout: float | None = TIMEOUT,
     stream: bool = Query(False, description="answer with Server-Sent Events"),
     artifacts: Literal["url", "base64"] = Query(
         "url", description="file outputs as download URLs, or also inline as base64"
@@ -355,7 +398,7 @@ async def run_flow(
     """Run a published flow and answer its outputs (see each flow's own operation under
     "published flows" for its typed request and response). File outputs (images, audio,
     …) carry a ``url``; with ``artifacts=base64`` also their bytes in ``data``."""
-    flow = compiled(request, flow_id)
+    flow = await compiled(request, flow_id)
     values = await read_inputs(request, flow)
     fb = request.app.state.fb
     if flow.trivial and not stream:
@@ -449,12 +492,17 @@ async def _fast_run(
     return JSONResponse(body, status_code=code)
 
 
-@router.post("/flows/{flow_id}/runs", status_code=202, openapi_extra=GENERIC_BODY)
+@router.post(
+    "/flows/{flow_id}/runs",
+    status_code=202,
+    openapi_extra=GENERIC_BODY,
+    responses=errors(404, 409, 413),
+)
 async def submit_run(request: Request, flow_id: str) -> dict[str, Any]:
     """Start a run of a published flow and answer at once (202) with its id; poll
     ``GET /runs/{id}`` or follow ``GET /runs/{id}/events``. When every server is busy
     (``FLOWBUILDER_MAX_RUNS``) the run waits in the queue, status ``queued``."""
-    flow = compiled(request, flow_id)
+    flow = await compiled(request, flow_id)
     values = await read_inputs(request, flow)
     bind(request, flow, values)
     active = request.app.state.fb.runs.start(
@@ -484,7 +532,7 @@ async def list_runs(
     status: str | None = None,
     source: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_SQL_INT),
 ) -> list[dict[str, Any]]:
     """Runs, newest first; filter by flow, status or source (``api``, ``canvas``, ``cli``)."""
     await run_log(request).flush()
@@ -500,7 +548,7 @@ async def list_runs(
     return rows[:limit]
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses=errors(404))
 async def get_run(request: Request, run_id: str) -> dict[str, Any]:
     """A run's record: status, inputs, outputs, error, timings, and its node runs."""
     log_ = run_log(request)
@@ -512,19 +560,35 @@ async def get_run(request: Request, run_id: str) -> dict[str, Any]:
         raise HTTPException(404, f"no run {run_id}") from None
 
 
-@router.get("/runs/{run_id}/events")
+EVENTS_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the run's events (Server-Sent Events)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **errors(404),
+}
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses=EVENTS_ANSWERS,
+)
 async def run_events(
-    request: Request, run_id: str, last_event_id: int | None = Query(None, ge=0)
+    request: Request,
+    run_id: str,
+    last_event_id: int | None = Query(None, ge=0, le=MAX_SQL_INT),
+    last_event_id_header: str | None = Header(
+        None,
+        alias="Last-Event-ID",
+        description="the id of the last event received; only later ones are sent",
+    ),
 ) -> StreamingResponse:
     """The run's events as Server-Sent Events, ending after its final event. Resume with
     the ``Last-Event-ID`` header (or ``?last_event_id=``): only later events are sent."""
-    header = request.headers.get("last-event-id")
     after = last_event_id or 0
-    if header:
-        try:
-            after = int(header)
-        except ValueError:
-            raise HTTPException(422, "Last-Event-ID must be an event's integer id") from None
+    if last_event_id_header:
+        after = _event_id(last_event_id_header)
     fb = request.app.state.fb
     if run_id not in fb.runs.active:
         try:
@@ -536,7 +600,7 @@ async def run_events(
     )
 
 
-@router.post("/runs/{run_id}/cancel", status_code=202)
+@router.post("/runs/{run_id}/cancel", status_code=202, responses=errors(404, 409))
 async def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
     """Cancel a run that is still going, wherever it executes (a queued run is cancelled
     at once; one on another server sharing the database within about a second); 409
@@ -549,3 +613,22 @@ async def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
     if accepted:
         return {"run_id": run_id, "cancelling": True}
     raise HTTPException(409, f"run {run_id} is not running (it is {status})")
+
+
+def _event_id(header: str) -> int:
+    """A ``Last-Event-ID`` header's event number; 422 unless it is one (0 to
+    :data:`~server.api.limits.MAX_SQL_INT`)."""
+    text = header.strip()
+    if not text.isdigit() or len(text) > len(str(MAX_SQL_INT)) or int(text) > MAX_SQL_INT:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["header", "Last-Event-ID"],
+                    "msg": f"Last-Event-ID must be an event's id, a whole number from 0 to "
+                    f"{MAX_SQL_INT}",
+                    "type": "int_parsing",
+                }
+            ],
+        )
+    return int(text)
