@@ -11,11 +11,12 @@ from fastapi import APIRouter, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from flowbuilder.artifacts import guess_kind
+from server.api.answers import FILE, errors
 
 router = APIRouter(prefix="/api/v1", tags=["artifacts"])
 
 
-@router.post("/artifacts", status_code=201)
+@router.post("/artifacts", status_code=201, responses=errors(400, 413))
 async def upload(request: Request, file: UploadFile) -> dict[str, Any]:
     """Store an uploaded file; returns its reference plus ``path`` (where the server keeps
     it, for nodes that take a path) and ``url`` (where to download it)."""
@@ -35,7 +36,7 @@ async def upload(request: Request, file: UploadFile) -> dict[str, Any]:
     }
 
 
-@router.get("/artifacts/{artifact_id}")
+@router.get("/artifacts/{artifact_id}", responses={**FILE, **errors(404)})
 async def download(request: Request, artifact_id: str) -> FileResponse:
     """The artifact's bytes, with its recorded media type and file name."""
     store = request.app.state.fb.engine.artifacts

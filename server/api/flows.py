@@ -29,7 +29,8 @@ from flowbuilder.graph import graph_from_data
 from flowbuilder.limits import LimitExceeded, check_graph_size
 from flowbuilder.store import Flow, FlowVersion, NotFound, Store
 from flowbuilder.validate import Plan, check
-from server.api.limits import MAX_SQL_INT, LimitedRoute, errors, limits_of, unprocessable
+from server.api.answers import errors
+from server.api.limits import MAX_SQL_INT, LimitedRoute, limits_of, unprocessable
 
 router = APIRouter(prefix="/api/v1", tags=["flows"], route_class=LimitedRoute)
 VERSION = Path(ge=1, le=MAX_SQL_INT, description="a version number of the flow")

@@ -12,9 +12,7 @@
   worker thread, never on the event loop.
 - ``MAX_*`` are the bounds of the numbers routes take in queries, paths and headers
   (``Query(le=MAX_TIMEOUT_S)``, …), so a huge one answers 422, never 500.
-- :data:`ERRORS` documents the error answers of the routes in the OpenAPI schema (FastAPI
-  documents 422 itself on every route that takes parameters or a body; a limit's 422
-  has the same shape: ``{"detail": [{"loc", "msg", "type"}]}``).
+- A limit's 422 has FastAPI's validation shape (``{"detail": [{"loc", "msg", "type"}]}``).
 """
 
 from __future__ import annotations
@@ -37,36 +35,6 @@ MAX_SQL_INT = 2**31 - 1
 """The largest id, version, offset or event number: a 32-bit SQL ``INTEGER``."""
 INLINE_JSON_BYTES = 64 * 1024
 """JSON bodies up to this size are decoded in the request; larger ones in a thread."""
-
-
-def error_answer(description: str) -> dict[str, Any]:
-    """An OpenAPI response: JSON ``{"detail": …}`` with this description."""
-    return {
-        "description": description,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"detail": {}},
-                    "required": ["detail"],
-                }
-            }
-        },
-    }
-
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    404: error_answer("no such flow, run, version or artifact (or the flow is not published)"),
-    409: error_answer("the flow has problems, or the run is not in a state that allows this"),
-    413: error_answer("the body is larger than FLOWBUILDER_MAX_BODY_MB (uploads: …_UPLOAD_MB)"),
-    500: error_answer("the run failed (the detail names the node and its error)"),
-    504: error_answer("the run took longer than ?timeout= and was cancelled"),
-}
-
-
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI ``responses`` entries for these error statuses (see :data:`ERRORS`)."""
-    return {code: ERRORS[code] for code in codes}
 
 
 # ---- body size ------------------------------------------------------------------------

@@ -31,13 +31,14 @@ from flowbuilder import events
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
 from flowbuilder.store import NotFound
 from flowbuilder.validate import FlowInput, FlowOutput
-from server.api.limits import LimitedRoute
+from server.api.answers import openai_errors
 from server.api.runs import plans
 from server.api.schema import CompiledFlow
 from server.runs import ActiveRun
 
-router = APIRouter(prefix="/v1", tags=["openai"], route_class=LimitedRoute)
+router = APIRouter(prefix="/v1", tags=["openai"])
 ANSWER_NAMES = ("text", "answer", "reply", "response")
+CHAT_ERRORS = openai_errors(400, 404, 409, 413, 500, 504)
 
 
 class ChatCompletionRequest(BaseModel):
@@ -187,7 +188,7 @@ def _chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: st
     return f"data: {json.dumps(body)}\n\n"
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, responses=CHAT_ERRORS)
 async def chat_completions(request: Request) -> Response:
     """OpenAI's chat completion endpoint, answered by a published flow."""
     try:

@@ -48,11 +48,11 @@ from flowbuilder.limits import LimitExceeded, check_json
 from flowbuilder.scheduler import RunResult
 from flowbuilder.store import NotFound, Store
 from flowbuilder.types import REF_CLASSES, ArtifactRef, to_jsonable
+from server.api.answers import errors
 from server.api.limits import (
     MAX_SQL_INT,
     MAX_TIMEOUT_S,
     LimitedRoute,
-    errors,
     limits_of,
     read_json,
     unprocessable,
@@ -372,7 +372,7 @@ RUN_ANSWERS: dict[int | str, dict[str, Any]] = {
             "text/event-stream": {"schema": {"type": "string"}},
         },
     },
-    **errors(404, 409, 413, 500, 504),
+    **errors(400, 404, 409, 413, 500, 504),
 }
 TIMEOUT = Query(
     None,
@@ -496,7 +496,7 @@ async def _fast_run(
     "/flows/{flow_id}/runs",
     status_code=202,
     openapi_extra=GENERIC_BODY,
-    responses=errors(404, 409, 413),
+    responses=errors(400, 404, 409, 413),
 )
 async def submit_run(request: Request, flow_id: str) -> dict[str, Any]:
     """Start a run of a published flow and answer at once (202) with its id; poll
@@ -581,7 +581,9 @@ async def run_events(
     last_event_id_header: str | None = Header(
         None,
         alias="Last-Event-ID",
-        description="the id of the last event received; only later ones are sent",
+        pattern=r"^[0-9]{1,10}$",
+        description=f"the id of the last event received (0 to {MAX_SQL_INT}); only later "
+        "ones are sent",
     ),
 ) -> StreamingResponse:
     """The run's events as Server-Sent Events, ending after its final event. Resume with
@@ -619,7 +621,7 @@ def _event_id(header: str) -> int:
     """A ``Last-Event-ID`` header's event number; 422 unless it is one (0 to
     :data:`~server.api.limits.MAX_SQL_INT`)."""
     text = header.strip()
-    if not text.isdigit() or len(text) > len(str(MAX_SQL_INT)) or int(text) > MAX_SQL_INT:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_SQL_INT:
         raise HTTPException(
             422,
             [

@@ -26,7 +26,8 @@ from flowbuilder.graph import graph_from_data
 from flowbuilder.store import NotFound, Store
 from flowbuilder.types import REF_CLASSES, parse_list, python_type
 from flowbuilder.validate import FlowInput, FlowOutput, Plan
-from server.api.limits import MAX_TIMEOUT_S, error_answer, errors
+from server.api.answers import errors
+from server.api.limits import MAX_TIMEOUT_S
 
 _STRICT: dict[str, Any] = {
     "text": StrictStr,
@@ -35,6 +36,8 @@ _STRICT: dict[str, Any] = {
     "boolean": StrictBool,
 }
 _FLOWS = SQLModel.metadata.tables["flows"]
+FLOW_ERRORS = errors(400, 404, 409, 413, 422, 500, 504)
+"""The error answers of a published flow's own run operation."""
 
 
 def request_type(port_type: str) -> Any:
@@ -295,11 +298,7 @@ def flow_openapi(base: dict[str, Any], flows: list[CompiledFlow]) -> dict[str, A
                             "text/event-stream": {"schema": {"type": "string"}},
                         },
                     },
-                    **{str(code): answer for code, answer in errors(404, 409, 413).items()},
-                    "422": error_answer(
-                        "an input is missing, has the wrong type or is beyond a limit"
-                    ),
-                    **{str(code): answer for code, answer in errors(500, 504).items()},
+                    **{str(code): a for code, a in FLOW_ERRORS.items()},
                 },
             }
         }
