@@ -31,20 +31,24 @@ import asyncio
 import base64
 import json
 import logging
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 from sqlmodel import SQLModel
+from starlette.datastructures import UploadFile
 
 from flowbuilder.artifacts import ArtifactStore
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
-from flowbuilder.limits import LimitExceeded, check_json
+from flowbuilder.limits import LimitExceeded, check_json, parse_json
 from flowbuilder.scheduler import RunResult
 from flowbuilder.store import NotFound, Store
 from flowbuilder.types import REF_CLASSES, ArtifactRef, to_jsonable
@@ -205,23 +209,23 @@ async def read_inputs(request: Request, flow: CompiledFlow) -> dict[str, Any]:
         limits = limits_of(request)
         for key, item in form.multi_items():
             try:
-                check_json(key if hasattr(item, "read") else [key, item], limits, ("body",))
+                check_json(key if isinstance(item, UploadFile) else [key, item], limits, ("body",))
             except LimitExceeded as exc:
                 raise unprocessable(exc) from None
-            if hasattr(item, "read") and hasattr(item, "filename"):
+            if isinstance(item, UploadFile):
                 kind = types.get(key, "file")
-                data = await item.read()
                 name = item.filename or key
                 store = request.app.state.fb.engine.artifacts
-                ref = await asyncio.to_thread(
-                    store.put_bytes, data, name=name, kind=kind if kind in REF_CLASSES else None
+                values[key] = await asyncio.to_thread(
+                    _store_upload, store, item.file, name, kind if kind in REF_CLASSES else None
                 )
-                values[key] = ref
             elif types.get(key, "text") == "text":
                 values[key] = item
             else:
                 try:
-                    values[key] = json.loads(str(item))
+                    values[key] = parse_json(str(item), limits, ("body", key))
+                except LimitExceeded as exc:
+                    raise unprocessable(exc) from None
                 except json.JSONDecodeError:
                     values[key] = item
     else:
@@ -254,6 +258,19 @@ async def read_inputs(request: Request, flow: CompiledFlow) -> dict[str, Any]:
                     ],
                 )
     return validate_inputs(request, flow, values)
+
+
+def _store_upload(
+    store: ArtifactStore, source: BinaryIO, name: str, kind: str | None
+) -> ArtifactRef:
+    """An uploaded file (the form's spooled file) stored as an artifact, copied in chunks
+    rather than read into memory whole (an upload may be FLOWBUILDER_MAX_UPLOAD_MB)."""
+    with tempfile.NamedTemporaryFile(delete=False) as tmp:
+        shutil.copyfileobj(source, tmp)
+    try:
+        return store.put_file(tmp.name, kind=kind, name=name)
+    finally:
+        Path(tmp.name).unlink(missing_ok=True)
 
 
 def validate_inputs(request: Request, flow: CompiledFlow, values: dict[str, Any]) -> dict[str, Any]:

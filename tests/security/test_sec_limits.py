@@ -275,6 +275,21 @@ def test_run_inputs_with_lone_surrogate_or_long_text_refused(api: httpx.Client) 
     assert runs.status_code == 200 and runs.json() == []
 
 
+def test_deep_json_in_a_form_field_refused(api: httpx.Client) -> None:
+    b = GraphBuilder(default_registry(), name="JSON in")
+    data = b.add("core/input", name="data", type="json")
+    out = b.add("core/output", name="data")
+    b.link(data, "value", out, "value")
+    flow_id = published(api, b.build().to_dict(), "JSON in")
+    deep = "[" * 5_000 + "]" * 5_000  # past Python's own recursion limit
+    r = api.post(f"/api/v1/flows/{flow_id}/run", data={"data": deep})
+    assert r.status_code == 422, r.text[:300]
+    assert "FLOWBUILDER_MAX_JSON_DEPTH" in detail_text(r)
+    r = api.post(f"/api/v1/flows/{flow_id}/run", data={"data": '{"a": [1, 2]}'})
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["outputs"] == {"data": {"a": [1, 2]}}
+
+
 # ---- graph size -------------------------------------------------------------------------
 
 
