@@ -141,15 +141,25 @@ def _check_text(text: str, limits: Limits, loc: Loc) -> None:
             loc=loc,
             setting="FLOWBUILDER_MAX_STRING_CHARS",
         )
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise LimitExceeded(
-                f"the text has a lone surrogate (U+{ord(text[exc.start]):04X} at character "
-                f"{exc.start}), which is not Unicode text and could not be read back",
-                loc=loc,
-            ) from None
+    where = lone_surrogate(text)
+    if where is not None:
+        raise LimitExceeded(
+            f"the text has a lone surrogate ({where}), which is not Unicode text and could "
+            "not be read back",
+            loc=loc,
+        )
+
+
+def lone_surrogate(text: str) -> str | None:
+    """Where ``text`` has a lone surrogate (``"U+D800 at character 3"``), or None when it
+    is Unicode text (UTF-8 can write it)."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"U+{ord(text[exc.start]):04X} at character {exc.start}"
+    return None
 
 
 def check_graph_size(data: Any, limits: Limits, loc: Loc = ()) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from test_api import start_server
+from test_api import greeting_graph, start_server
 
 from flowbuilder.builder import GraphBuilder
 from flowbuilder.registry import default_registry
@@ -57,16 +57,6 @@ def typed_graph() -> dict[str, Any]:
     return b.build().to_dict()
 
 
-def greeter_graph() -> dict[str, Any]:
-    b = GraphBuilder(default_registry(), name="Greeter")
-    name = b.add("core/input", name="name", type="text")
-    tpl = b.add("core/template", template="Hello {{ text }}!")
-    out = b.add("core/output", name="greeting")
-    b.link(name, "value", tpl, "text")
-    b.link(tpl, "text", out, "value")
-    return b.build().to_dict()
-
-
 MUTATING = ("DELETE", "PATCH", "PUT")
 """Methods (with unpublish and restore) that get only the spare flows' ids, so the
 published flows stay published and in place for the other operations."""
@@ -77,8 +67,8 @@ def made_ids(client: httpx.Client) -> dict[str, list[str]]:
     ids: dict[str, list[str]] = {"flows": [], "spare": []}
     for name, graph, kind in (
         ("Typed inputs", typed_graph(), "flows"),
-        ("Greeter", greeter_graph(), "flows"),
-        ("Spare", greeter_graph(), "spare"),
+        ("Greeter", greeting_graph(), "flows"),
+        ("Spare", greeting_graph(), "spare"),
         ("Spare 2", typed_graph(), "spare"),
     ):
         r = client.post("/api/v1/flows", json={"name": name, "graph": graph})

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
+from flowbuilder.limits import lone_surrogate
 from flowbuilder.node import Node, NodeMeta, Param, Port
 from flowbuilder.settings import Settings
 from flowbuilder.types import JSONValue, to_jsonable
@@ -120,14 +121,9 @@ class Template(Node):
             text = await render(inputs.template, to_jsonable(variables), limits)
         except RenderError as exc:
             raise render_failure(exc, limits, variables) from None
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise NodeError(
-                    f"template made text with a lone surrogate (U+{ord(text[exc.start]):04X} "
-                    f"at character {exc.start}), which is not Unicode text"
-                ) from None
+        where = lone_surrogate(text)
+        if where is not None:
+            raise NodeError(f"template made text with a lone surrogate ({where}), not Unicode")
         return self.Outputs(text=text)
 
 

@@ -139,6 +139,12 @@ def request_head(method: str, path: str, key: str, **headers: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def run_head(flow_id: str, key: str, **headers: str) -> bytes:
+    """The head of a JSON ``POST /api/v1/flows/{flow_id}/run`` with these headers."""
+    path = f"/api/v1/flows/{flow_id}/run"
+    return request_head("POST", path, key, Content_Type="application/json", **headers)
+
+
 # ---- body and upload size ---------------------------------------------------------------
 
 
@@ -146,13 +152,7 @@ def test_oversized_body_refused_by_content_length_before_it_is_sent(
     srv: Server, key: str, api: httpx.Client
 ) -> None:
     flow_id = published(api, text_graph(), "Body size")
-    head = request_head(
-        "POST",
-        f"/api/v1/flows/{flow_id}/run",
-        key,
-        Content_Type="application/json",
-        Content_Length=str(11 * 1024 * 1024),
-    )
+    head = run_head(flow_id, key, Content_Length=str(11 * 1024 * 1024))
     status, answer, _ = raw_exchange(srv.port, head, wait_s=5)
     assert status == 413, answer[:300]
     assert b"10 MB" in answer and b"FLOWBUILDER_MAX_BODY_MB" in answer
@@ -160,13 +160,7 @@ def test_oversized_body_refused_by_content_length_before_it_is_sent(
 
 def test_chunked_body_is_counted_while_it_is_read(srv: Server, key: str, api: httpx.Client) -> None:
     flow_id = published(api, text_graph(), "Chunked size")
-    head = request_head(
-        "POST",
-        f"/api/v1/flows/{flow_id}/run",
-        key,
-        Content_Type="application/json",
-        Transfer_Encoding="chunked",
-    )
+    head = run_head(flow_id, key, Transfer_Encoding="chunked")
     piece = b"x" * (256 * 1024)
 
     def chunks() -> Iterator[bytes]:
