@@ -392,10 +392,21 @@ def test_settings_page_stores_secret_names_only(page: Page, server: tuple[str, P
     page.goto(base + "/settings")
     page.get_by_test_id("secret-name").fill("DEMO_KEY")
     page.get_by_test_id("secret-value").fill("sk-test-value-never-shown-123")
+    page.get_by_test_id("secret-scope").fill("vllm, openai")
     page.get_by_test_id("secret-save").click()
     expect(page.get_by_test_id("secret-DEMO_KEY")).to_be_visible()
+    expect(page.get_by_test_id("scope-DEMO_KEY")).to_have_text("may be sent to openai, vllm")
     assert "sk-test-value-never-shown-123" not in page.content()
     assert b"sk-test-value-never-shown-123" not in (home / "secrets.enc").read_bytes()
+    page.get_by_test_id("scope-input-DEMO_KEY").fill("")
+    page.get_by_test_id("scope-save-DEMO_KEY").click()
+    expect(page.get_by_test_id("scope-DEMO_KEY")).to_contain_text("no scope")
+    page.get_by_test_id("scope-input-DEMO_KEY").fill("ollama")
+    page.get_by_test_id("scope-save-DEMO_KEY").click()
+    expect(page.get_by_test_id("scope-DEMO_KEY")).to_have_text("may be sent to ollama")
+    from flowbuilder.secrets import SecretStore
+
+    assert SecretStore(home).scope("DEMO_KEY") == ("ollama",)
     expect(page.get_by_test_id("providers-table")).to_contain_text("ollama")
     expect(page.get_by_test_id("models-table")).to_contain_text("local:smollm2")
 

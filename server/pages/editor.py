@@ -278,7 +278,7 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
                     for c in model_choices(home, a.get("task") or "chat")
                 }
             else:
-                options = {"": "(none: use the environment)"}
+                options = {"": "(none: the endpoint's own key)"}
                 options.update({n: n for n in SecretStore(home).names()})
             if current and current not in options:
                 options[current] = current
