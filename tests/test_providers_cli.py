@@ -106,6 +106,13 @@ def test_providers_add_list_remove(tmp_path: Path) -> None:
     }
     table = fb(home, "providers", "list").stdout
     assert "lmstudio" in table and "LMSTUDIO_KEY (not set)" in table
+    # written private; a file other users may write is not trusted
+    assert (home / "providers.json").stat().st_mode & 0o777 == 0o600
+    (home / "providers.json").chmod(0o666)
+    loose = fb(home, "providers", "list")
+    assert loose.returncode == 1 and "may be written by other users (mode 666)" in loose.stderr
+    assert str(home) not in loose.stderr, "the message names FLOWBUILDER_HOME, not the path"
+    (home / "providers.json").chmod(0o600)
     assert fb(home, "providers", "remove", "lmstudio").returncode == 0
     again = fb(home, "providers", "remove", "lmstudio")
     assert again.returncode == 1 and "is not configured" in again.stderr

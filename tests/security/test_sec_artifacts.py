@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from conftest import REPO
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 from test_api import Server, create_flow, start_server
 from test_canvas import CHROMIUM, CHROMIUM_ARGS
@@ -77,6 +79,11 @@ def session(browser: Browser, server: Server, key: str) -> Iterator[BrowserConte
     check = page.goto(f"{server.base}/api/v1/runs")
     assert check is not None and check.status == 200, "the session reads the API"
     page.close()
+    # the session is kept in the private data directory, not in the server's folder
+    sessions = server.home / "sessions"
+    assert stat.S_IMODE(sessions.stat().st_mode) == 0o700
+    assert list(sessions.glob("storage-user-*.json")), "the login was stored there"
+    assert not any(key in p.read_text() for p in (REPO / ".nicegui").glob("storage-*.json"))
     yield context
     context.close()
 

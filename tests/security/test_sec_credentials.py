@@ -9,6 +9,7 @@ local port could ask an admin to do, or could find already configured.
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -161,3 +162,61 @@ def test_endpoint_key_binding_still_works(
     finally:
         server.cli("secrets", "delete", "BOUND_KEY")
         server.cli("providers", "remove", "bound")
+
+
+# ---- file modes -------------------------------------------------------------------------
+
+PRIVATE_FILES = (
+    "flowbuilder.db",
+    "flowbuilder.db-wal",
+    "flowbuilder.db-shm",
+    "secret.key",
+    "secrets.enc",
+    "storage_secret",
+    "providers.json",
+)
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def assert_private(home: Path) -> None:
+    """Checked while the server runs (SQLite's -wal and -shm exist only then)."""
+    assert mode(home) == 0o700, oct(mode(home))
+    for name in PRIVATE_FILES:
+        assert mode(home / name) == 0o600, (name, oct(mode(home / name)))
+    loose = {p.name: oct(mode(p)) for p in home.iterdir() if p.is_file() and mode(p) & 0o077}
+    assert loose == {}, f"readable by others: {loose}"
+
+
+def test_data_directory_is_private_also_when_it_was_not(tmp_path: Path) -> None:
+    """Old code: the database and providers.json were 0644 in a 0755 data directory."""
+    home = tmp_path / "home"
+
+    def use(srv: Server) -> None:
+        for args in (
+            ("keys", "create", "--name", "a", "--json"),
+            ("secrets", "set", "A_KEY", "--value", "value-a-1234", "--for", "vllm"),
+            ("providers", "add-endpoint", "vllm", "http://127.0.0.1:8000/v1"),
+        ):
+            done = srv.cli(*args)
+            assert done.returncode == 0, done.stderr
+
+    srv = start_server(home, FLOWBUILDER_REQUIRE_AUTH="1")
+    try:
+        use(srv)
+        assert_private(home)  # a new data directory
+    finally:
+        srv.stop()
+    # a data directory from before, or after a careless chmod: everything readable by all
+    for path in home.iterdir():
+        if path.is_file():
+            path.chmod(0o644)
+    home.chmod(0o755)
+    srv = start_server(home, FLOWBUILDER_REQUIRE_AUTH="1")
+    try:
+        use(srv)
+        assert_private(home)  # fixed at start
+    finally:
+        srv.stop()
