@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import REPO
-from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from playwright.sync_api import Browser, BrowserContext
 from test_api import Server, create_flow, start_server
-from test_canvas import CHROMIUM, CHROMIUM_ARGS
+from test_canvas import browser  # noqa: F401  (the chromium fixture)
 
 from flowbuilder.builder import GraphBuilder
 from flowbuilder.registry import default_registry
@@ -59,16 +59,12 @@ def client(server: Server, key: str) -> Iterator[httpx.Client]:
         yield c
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def session(browser: Browser, server: Server, key: str) -> Iterator[BrowserContext]:
+def session(
+    browser: Browser,  # noqa: F811  (the fixture imported from test_canvas)
+    server: Server,
+    key: str,
+) -> Iterator[BrowserContext]:
     """A browser context logged in with the key, as the victim's browser is."""
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
