@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -43,16 +44,27 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A ``flowbuilder serve`` subprocess: its URL, data directory and environment."""
+    """A ``flowbuilder serve`` subprocess: its URL, data directory, environment and
+    token (the server's own, sent as a Bearer key by :meth:`client`)."""
 
     base: str
     home: Path
     env: dict[str, str]
     proc: subprocess.Popen[bytes]
     port: int
+    token: str = ""
 
-    def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base, timeout=60, **kw)
+    def client(self, *, anonymous: bool = False, **kw: Any) -> httpx.Client:
+        """An HTTP client of this server sending ``Authorization: Bearer <token>``;
+        ``headers=`` given here win (e.g. an API key), ``anonymous=True`` sends none."""
+        headers = {} if anonymous or not self.token else {"Authorization": f"Bearer {self.token}"}
+        headers.update(kw.pop("headers", None) or {})
+        return httpx.Client(base_url=self.base, timeout=60, headers=headers, **kw)
+
+    @property
+    def login_url(self) -> str:
+        """The tokenised URL the server prints: opening it signs a browser in."""
+        return f"{self.base}/?token={self.token}"
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
@@ -69,13 +81,19 @@ class Server:
 def start_server(
     home: Path, *, database_url: str | None = None, port: int | None = None, **env: str
 ) -> Server:
-    """Start ``flowbuilder serve`` on a free port and wait until it answers."""
+    """Start ``flowbuilder serve`` on a free port and wait until it answers.
+
+    The server gets a fresh token (``FLOWBUILDER_TOKEN``) unless ``env`` names one; an
+    empty one lets the server make its own (read back from the data directory).
+    """
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    env.setdefault("FLOWBUILDER_TOKEN", secrets.token_urlsafe(24))
     full_env = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1", **env}
     full_env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
-    if "FLOWBUILDER_REQUIRE_AUTH" not in env:
-        full_env.pop("FLOWBUILDER_REQUIRE_AUTH", None)
+    for name in ("FLOWBUILDER_REQUIRE_AUTH", "FLOWBUILDER_NO_AUTH", "FLOWBUILDER_ALLOWED_HOSTS"):
+        if name not in env:
+            full_env.pop(name, None)
     if database_url:
         full_env["FLOWBUILDER_DATABASE_URL"] = database_url
     else:
@@ -99,7 +117,10 @@ def start_server(
     else:
         proc.kill()
         raise RuntimeError((home / f"server-{port}.log").read_text())
-    return Server(base, home, full_env, proc, port)
+    token = env["FLOWBUILDER_TOKEN"]
+    if not token and (home / "token").is_file():
+        token = (home / "token").read_text().strip()
+    return Server(base, home, full_env, proc, port, token)
 
 
 @pytest.fixture(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -35,6 +36,8 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 FLOWBUILDER = str(Path(sys.executable).parent / "flowbuilder")
+TOKEN = secrets.token_urlsafe(24)  # every server of these tests takes it (FLOWBUILDER_TOKEN)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def free_port() -> int:
@@ -44,10 +47,21 @@ def free_port() -> int:
 
 
 def serve(home: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, Path]]:
-    """Run ``flowbuilder serve`` on a free port with ``home`` as its data directory and
-    ``env`` added to the environment; yield (base URL, home); stop it after."""
+    """Run ``flowbuilder serve`` on a free port with ``home`` as its data directory,
+    :data:`TOKEN` as its token and ``env`` added to the environment; yield (base URL,
+    home); stop it after. Pages need the browser signed in first (the ``page`` fixture
+    opens ``/?token=…``); API calls send :data:`AUTH`."""
     port = free_port()
-    full_env = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}
+    full_env = {
+        **os.environ,
+        "FLOWBUILDER_HOME": str(home),
+        "HF_HUB_OFFLINE": "1",
+        "FLOWBUILDER_TOKEN": TOKEN,
+        **(env or {}),
+    }
+    for name in ("FLOWBUILDER_REQUIRE_AUTH", "FLOWBUILDER_NO_AUTH", "FLOWBUILDER_ALLOWED_HOSTS"):
+        if name not in (env or {}):
+            full_env.pop(name, None)
     full_env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
     log = (home / "server.log").open("w")
     proc = subprocess.Popen(
@@ -61,7 +75,7 @@ def serve(home: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if httpx.get(f"{base}/api/v1/nodes", timeout=1).status_code == 200:
+            if httpx.get(f"{base}/api/v1/nodes", headers=AUTH, timeout=1).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.3)
@@ -91,9 +105,11 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+def page(browser: Browser, server: tuple[str, Path], tmp_path: Path) -> Iterator[Page]:
+    """A fresh browser context signed in to the module's ``server`` (its tokenised URL)."""
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     pg = context.new_page()
+    pg.goto(f"{server[0]}/?token={TOKEN}")
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     yield pg
