@@ -118,6 +118,9 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, no_auth: bool = False) -
     token = server_token(settings) if required else None
     app.state.fb_gate = main_gate(app, settings, host, required=required, token=token)
     app.on_startup(lambda: announce(host, port, token, settings))
+    from nicegui.storage import Storage
+
+    Storage.path = settings.home / "nicegui"  # per-session storage: the data directory, not cwd
     ui.run(
         storage_secret=session_secret(settings.home),
         # one cookie per port: two local servers do not overwrite each other's session
