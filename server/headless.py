@@ -39,7 +39,7 @@ from flowbuilder.graph import load_graph
 from flowbuilder.settings import Settings
 from flowbuilder.store import Store
 from flowbuilder.types import REF_CLASSES, to_jsonable
-from server.api.auth import AuthMiddleware, Gate, StoreKeys, bearer_openapi
+from server.api.auth import AuthMiddleware, Gate, StoreKeys, gate_openapi
 from server.api.origin import HostRule
 from server.api.runs import SSE_HEADERS, result_body, sse
 from server.api.schema import compiled_flow, result_model
@@ -87,8 +87,7 @@ def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
-            if app.state.fb_gate.required:
-                bearer_openapi(schema, lambda p: p not in OPEN_PATHS)
+            gate_openapi(app.state.fb_gate, schema, lambda p: p not in OPEN_PATHS)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -16,7 +16,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowbuilder.settings import Settings
-from server.api.auth import Gate, StoreKeys, bearer, bearer_openapi
+from server.api.auth import Gate, StoreKeys, bearer, gate_openapi
 from server.api.origin import HostRule
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,7 @@ def openapi(app: FastAPI) -> dict[str, Any]:
         except Exception as exc:  # a published flow with problems is left out, not fatal
             log.warning("flow %s (%s) is not in the API schema: %s", flow.id, flow.name, exc)
     schema = flow_openapi(base, compiled)
-    if app.state.fb_gate.required:
-        bearer_openapi(schema, lambda path: path.startswith(("/api/", "/v1/")))
+    gate_openapi(app.state.fb_gate, schema, lambda path: path.startswith(("/api/", "/v1/")))
     app.state.fb_openapi = (key, schema)
     app.openapi_schema = schema
     return schema

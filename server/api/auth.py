@@ -44,6 +44,7 @@ from server.api.origin import (
 from server.api.token import fingerprint
 
 SESSION_KEY = "fb_auth"
+HTTP_METHODS = frozenset({"get", "put", "post", "patch", "delete"})
 API_PREFIXES = ("/api/", "/v1/", "/_nicegui")
 API_PATHS = frozenset({"/api", "/v1", "/openapi.json"})
 
@@ -294,19 +295,32 @@ async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def bearer_openapi(schema: dict[str, Any], covers: Callable[[str], bool]) -> dict[str, Any]:
-    """Declare the Bearer scheme in an OpenAPI document (``components.securitySchemes``)
-    and apply it to the operations whose path ``covers`` accepts; returns ``schema``."""
-    components = schema.setdefault("components", {})
-    components.setdefault("securitySchemes", {})["bearer"] = {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "an API key (flowbuilder keys create) or the server's token",
-    }
+def gate_openapi(gate: Gate, schema: dict[str, Any], covers: Callable[[str], bool]) -> None:
+    """Document the gate in an OpenAPI document, on the operations whose path ``covers``
+    accepts: the Bearer scheme (``components.securitySchemes.bearer``, ``type: http``,
+    ``scheme: bearer``) and its 401/403 answers when a credential is required; the 415
+    of a state-changing operation's body; the 403 of a cross-site request."""
+    if gate.required:
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "an API key (flowbuilder keys create) or the server's token",
+        }
     for path, operations in schema.get("paths", {}).items():
         if not covers(path):
             continue
         for method, operation in operations.items():
-            if method in ("get", "put", "post", "patch", "delete") and isinstance(operation, dict):
+            if method not in HTTP_METHODS or not isinstance(operation, dict):
+                continue
+            answers = operation.setdefault("responses", {})
+            if gate.required:
                 operation["security"] = [{"bearer": []}]
-    return schema
+                answers.setdefault("401", {"description": "no key, token or session"})
+            if gate.required or method.upper() in STATE_CHANGING:
+                answers.setdefault(
+                    "403", {"description": "a revoked key, or a request from another site"}
+                )
+            if method.upper() in STATE_CHANGING:
+                answers.setdefault(
+                    "415", {"description": "a body that is not JSON (multipart: uploads only)"}
+                )

@@ -11,6 +11,7 @@ plain ``httpx`` clients so that what each one sends is explicit.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -115,6 +116,36 @@ def test_first_start_makes_a_private_token(tmp_path: Path) -> None:
         assert f"/?token={token}" in log
         with plain(s, headers=bearer(token)) as c:
             assert c.get("/api/v1/flows").status_code == 200
+    finally:
+        s.stop()
+
+
+def test_a_session_ends_when_its_key_is_revoked_or_the_token_changes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    s = start_server(home, FLOWBUILDER_TOKEN="first-token")
+    try:
+        made = json.loads(s.cli("keys", "create", "--name", "browser", "--json").stdout)
+        with plain(s) as by_key, plain(s) as by_token:
+            assert by_key.post("/login", json={"key": made["key"]}).status_code == 200
+            assert by_token.post("/login", json={"key": "first-token"}).status_code == 200
+            for c in (by_key, by_token):
+                assert c.get("/api/v1/flows").status_code == 200
+                assert c.get("/settings", follow_redirects=False).status_code == 200
+            jar = dict(by_token.cookies)
+            (signed,) = by_key.cookies.values()
+            data = json.loads(base64.b64decode(signed.split(".")[0]))
+            assert data["fb_auth"] == {"kind": "key", "id": made["id"]}  # names the key only
+            assert made["key"] not in json.dumps(data)
+            assert s.cli("keys", "revoke", made["id"]).returncode == 0
+            assert by_key.get("/api/v1/flows").status_code == 401
+            assert by_key.get("/settings", follow_redirects=False).status_code == 303
+            assert by_key.get(SOCKET).status_code == 401
+            assert by_token.get("/api/v1/flows").status_code == 200
+        s.stop()
+        s = start_server(home, port=s.port, FLOWBUILDER_TOKEN="second-token")
+        with plain(s, cookies=jar) as c:  # the same browser, after the token changed
+            assert c.get("/api/v1/flows").status_code == 401
+            assert c.get("/settings", follow_redirects=False).status_code == 303
     finally:
         s.stop()
 
