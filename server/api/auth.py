@@ -246,22 +246,28 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         session = scope.get("session")
+        # the path as sent (percent-encoded), for the redirects below
+        sent = (scope.get("raw_path") or path.encode()).decode("latin-1")
+        if (
+            kind == "http"
+            and scope["method"] == "GET"
+            and b"token=" in scope["query_string"]
+            and isinstance(session, MutableMapping)
+        ):  # a tokenised URL: sign the browser in, and drop the token from the address
+            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+            offered = [v for k, v in query if k == "token"]
+            if offered and gate.is_token(offered[-1]) and gate.sign_in(session, offered[-1]):
+                rest = urlencode([(k, v) for k, v in query if k != "token"])
+                await _redirect(send, safe_next(sent + ("?" + rest if rest else "")))
+                return
         if gate.session_ok(session):
             await self.app(scope, receive, send)
             return
         if isinstance(session, MutableMapping) and SESSION_KEY in session:
             del session[SESSION_KEY]  # revoked key or changed token: the session ends
-        if kind == "http" and scope["method"] == "GET" and isinstance(session, MutableMapping):
-            query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-            offered = [v for k, v in query if k == "token"]
-            if offered and gate.is_token(offered[-1]) and gate.sign_in(session, offered[-1]):
-                rest = urlencode([(k, v) for k, v in query if k != "token"])
-                await _redirect(send, safe_next(path + ("?" + rest if rest else "")))
-                return
         if kind == "http" and gate.login_path and not _is_api(path):
-            target = path + (
-                "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
-            )
+            query_string = scope["query_string"].decode("latin-1")
+            target = sent + ("?" + query_string if query_string else "")
             await _redirect(send, f"{gate.login_path}?next={quote(target, safe='')}")
             return
         await _refuse(

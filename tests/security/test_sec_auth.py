@@ -101,6 +101,11 @@ def test_the_token_works_as_bearer_and_as_a_tokenised_url(srv: Server) -> None:
         assert c.get("/runs").status_code == 200
         assert c.get("/api/v1/flows").status_code == 200  # the browser's own API calls
         assert c.get(SOCKET).status_code == 200
+        other = c.get(f"/flow/caf%C3%A9?x=%C3%A9&token={TOKEN}", follow_redirects=False)
+        assert other.headers["location"] == "/flow/caf%C3%A9?x=%C3%A9"
+        raw = f"//evil.example/?token={TOKEN}".encode()  # a path that reads as another host
+        off_site = c.get(httpx.URL(srv.base, raw_path=raw), follow_redirects=False)
+        assert off_site.status_code == 303 and off_site.headers["location"] == "/"
 
 
 def test_first_start_makes_a_private_token(tmp_path: Path) -> None:
