@@ -78,6 +78,39 @@ class Server:
         )
 
 
+def server_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """The environment of a test server: this one, ``home`` as the data directory, no
+    auth setting of the calling shell unless ``env`` (added last) names it."""
+    full = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1", **env}
+    full.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
+    for name in ("FLOWBUILDER_REQUIRE_AUTH", "FLOWBUILDER_NO_AUTH", "FLOWBUILDER_ALLOWED_HOSTS"):
+        if name not in env:
+            full.pop(name, None)
+    return full
+
+
+def launch(args: list[str], env: dict[str, str], log: Path, probe: str) -> subprocess.Popen[bytes]:
+    """Start ``flowbuilder *args`` (output appended to ``log``) and wait up to 60 s until
+    the URL ``probe`` answers at all.
+
+    Raises:
+        RuntimeError: the process ended or never answered (the message is its log).
+    """
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [FLOWBUILDER, *args], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            httpx.get(probe, timeout=2)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(log.read_text())
+
+
 def start_server(
     home: Path, *, database_url: str | None = None, port: int | None = None, **env: str
 ) -> Server:
@@ -89,34 +122,14 @@ def start_server(
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     env.setdefault("FLOWBUILDER_TOKEN", secrets.token_urlsafe(24))
-    full_env = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1", **env}
-    full_env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
-    for name in ("FLOWBUILDER_REQUIRE_AUTH", "FLOWBUILDER_NO_AUTH", "FLOWBUILDER_ALLOWED_HOSTS"):
-        if name not in env:
-            full_env.pop(name, None)
+    full_env = server_env(home, env)
     if database_url:
         full_env["FLOWBUILDER_DATABASE_URL"] = database_url
     else:
         full_env.pop("FLOWBUILDER_DATABASE_URL", None)
-    log = (home / f"server-{port}.log").open("ab")
-    proc = subprocess.Popen(
-        [FLOWBUILDER, "serve", "--port", str(port)],
-        env=full_env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{base}/openapi.json", timeout=2).status_code in (200, 303, 401):
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError((home / f"server-{port}.log").read_text())
+    log = home / f"server-{port}.log"
+    proc = launch(["serve", "--port", str(port)], full_env, log, f"{base}/openapi.json")
     token = env["FLOWBUILDER_TOKEN"]
     if not token and (home / "token").is_file():
         token = (home / "token").read_text().strip()

@@ -12,15 +12,14 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from conftest import FIXTURES, REPO
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from test_api import launch, server_env
 from test_image import tiny_sd  # noqa: F401 (the tiny diffusers pipeline fixture)
 
 pytestmark = pytest.mark.browser
@@ -52,40 +51,12 @@ def serve(home: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, 
     home); stop it after. Pages need the browser signed in first (the ``page`` fixture
     opens ``/?token=…``); API calls send :data:`AUTH`."""
     port = free_port()
-    full_env = {
-        **os.environ,
-        "FLOWBUILDER_HOME": str(home),
-        "HF_HUB_OFFLINE": "1",
-        "FLOWBUILDER_TOKEN": TOKEN,
-        **(env or {}),
-    }
-    for name in ("FLOWBUILDER_REQUIRE_AUTH", "FLOWBUILDER_NO_AUTH", "FLOWBUILDER_ALLOWED_HOSTS"):
-        if name not in (env or {}):
-            full_env.pop(name, None)
-    full_env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [FLOWBUILDER, "serve", "--port", str(port)],
-        env=full_env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    full_env = server_env(home, {"FLOWBUILDER_TOKEN": TOKEN, **(env or {})})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{base}/api/v1/nodes", headers=AUTH, timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError((home / "server.log").read_text())
+    proc = launch(["serve", "--port", str(port)], full_env, home / "server.log", f"{base}/login")
     yield base, home
     proc.terminate()
     proc.wait(timeout=10)
-    log.close()
 
 
 @pytest.fixture(scope="module")

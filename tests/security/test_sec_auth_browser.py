@@ -15,24 +15,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from test_api import Server, create_flow, greeting_graph, start_server
-from test_canvas import CHROMIUM, CHROMIUM_ARGS
+from test_canvas import browser  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.browser
 TOKEN = secrets.token_urlsafe(24)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
+def page(browser: Browser) -> Iterator[Page]:  # noqa: F811 (the imported fixture)
     context = browser.new_context()
     yield context.new_page()
     context.close()

@@ -8,15 +8,13 @@ import json
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import REPO
-from test_api import FLOWBUILDER, free_port, greeting_graph
+from test_api import FLOWBUILDER, free_port, greeting_graph, launch
 
 TOKEN = secrets.token_urlsafe(24)
 EVIL = "http://evil.example"
@@ -43,29 +41,12 @@ def flow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlowServer
     env = {**os.environ, "FLOWBUILDER_HOME": str(tmp / "home"), "FLOWBUILDER_TOKEN": TOKEN}
     for name in ("FLOWBUILDER_REQUIRE_AUTH", "FLOWBUILDER_NO_AUTH", "FLOWBUILDER_DATABASE_URL"):
         env.pop(name, None)
-    log = (tmp / "serve-flow.log").open("wb")
-    proc = subprocess.Popen(
-        [FLOWBUILDER, "serve-flow", str(graph), "--port", str(port)],
-        env=env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            httpx.get(f"{base}/health", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError((tmp / "serve-flow.log").read_text())
+    args = ["serve-flow", str(graph), "--port", str(port)]
+    proc = launch(args, env, tmp / "serve-flow.log", f"{base}/health")
     yield FlowServer(base, tmp / "home", env)
     proc.terminate()
     proc.wait(timeout=10)
-    log.close()
     assert f"{base}/docs?token={TOKEN}" in (tmp / "serve-flow.log").read_text()
 
 
