@@ -14,6 +14,12 @@ with one CPU per core. ``FLOWBUILDER_ARTIFACTS_DIR`` moves the artifact store (d
 ``$FLOWBUILDER_HOME/artifacts``); on a cluster it must be a directory every worker
 reaches at the same path (a shared file system).
 
+Auth (who may talk to the server, see :mod:`server.api.auth`): ``FLOWBUILDER_TOKEN`` is
+the server's token (unset or empty: one is made on first start and kept in
+``$FLOWBUILDER_HOME/token``); ``FLOWBUILDER_NO_AUTH=1`` is ``--no-auth`` (loopback binds
+only); ``FLOWBUILDER_REQUIRE_AUTH=1`` forbids ``--no-auth``; ``FLOWBUILDER_ALLOWED_HOSTS``
+(comma-separated) adds names the ``Host`` header may carry besides the loopback names.
+
 Bounded work: every request and every Template render has limits (see the block of
 fields marked "bounded work" below and the README's Settings table). A request body is
 at most ``FLOWBUILDER_MAX_BODY_MB`` (``FLOWBUILDER_MAX_UPLOAD_MB`` for multipart
@@ -60,6 +66,11 @@ class Settings:
     executor: str = "local"
     ray_address: str | None = None
     artifacts_dir: Path | None = None
+    # Auth (issue 14, item 3): the server's token, the --no-auth opt-out, the Host allow-list.
+    token: str | None = None
+    no_auth: bool = False
+    require_auth: bool = False
+    allowed_hosts: tuple[str, ...] = ()
     # ---- bounded work: request, graph and Template limits (the limits part) ----------
     max_body_mb: float = 10.0
     max_upload_mb: float = 512.0
@@ -105,6 +116,15 @@ class Settings:
             "executor": (os.environ.get("FLOWBUILDER_EXECUTOR") or "local").strip().lower(),
             "ray_address": os.environ.get("FLOWBUILDER_RAY_ADDRESS") or None,
             "artifacts_dir": Path(artifacts) if artifacts else None,
+            # auth (issue 14, item 3)
+            "token": os.environ.get("FLOWBUILDER_TOKEN", "").strip() or None,
+            "no_auth": _flag("FLOWBUILDER_NO_AUTH"),
+            "require_auth": _flag("FLOWBUILDER_REQUIRE_AUTH"),
+            "allowed_hosts": tuple(
+                h.strip().lower()
+                for h in os.environ.get("FLOWBUILDER_ALLOWED_HOSTS", "").split(",")
+                if h.strip()
+            ),
         }
         for name, env in LIMITS.items():
             raw = os.environ.get(env, "").strip()
@@ -112,6 +132,11 @@ class Settings:
                 values[name] = _limit(env, raw, type(getattr(cls, name)))
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def token_file(self) -> Path:
+        """Where the server keeps the token it made (``home/token``, mode 0600)."""
+        return self.home / "token"
 
     @property
     def artifacts_root(self) -> Path:
@@ -122,6 +147,11 @@ class Settings:
         """Whether ``path`` (resolved, links followed) lies under an allowed root."""
         real = path.resolve()
         return any(real.is_relative_to(root) for root in self.allowed_roots)
+
+
+def _flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to 1/true/yes/on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _limit(env: str, raw: str, kind: type) -> float | int:

@@ -67,6 +67,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from flowbuilder import events
+from flowbuilder.datadir import private_sqlite
 from flowbuilder.errors import FlowbuilderError
 from flowbuilder.graph import Graph
 from flowbuilder.settings import Settings
@@ -358,7 +359,7 @@ def make_engine(url: str | sa.URL, *, foreign_keys: bool = True, **kwargs: Any) 
     if engine.dialect.name == "sqlite":
         db = engine.url.database
         if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(Path(db).expanduser())  # mode 0600, and so its -wal and -shm
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -1064,6 +1065,12 @@ class Store:
                 record.revoked_at = _now()
                 s.add(record)
             return record
+
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        """The record of the key with this id (revoked ones too), or None: one lookup by
+        primary key, what a session bound to a key checks at each request."""
+        with self._read() as s:
+            return s.get(ApiKey, key_id)
 
     def verify_api_key(self, key: str) -> ApiKey | None:
         """The record of ``key``, or None when no such key was ever made (answer 401).

@@ -17,7 +17,13 @@ from flowbuilder.limits import LimitExceeded, Limits, check_graph
 from flowbuilder.providers.catalog import model_choices
 from flowbuilder.secrets import SecretStore
 from flowbuilder.store import NotFound
-from flowbuilder.types import REF_CLASSES, summarise, to_jsonable, why_incompatible
+from flowbuilder.types import (
+    REF_CLASSES,
+    ArtifactRef,
+    summarise,
+    to_jsonable,
+    why_incompatible,
+)
 from flowbuilder.validate import FlowInput, check
 from server.app import services
 from server.components.canvas import STATIC, Canvas
@@ -119,6 +125,12 @@ def input_widget(spec: FlowInput, values: dict[str, Any]) -> None:
 @ui.page("/flow/{flow_id}")
 async def editor_page(flow_id: str, version: int | None = None) -> None:
     fb = services()
+
+    def stored_path(ref: ArtifactRef) -> str:
+        """Where an uploaded file is kept, for a node's file parameter (server side only:
+        upload answers never carry it)."""
+        return str(fb.engine.artifacts.path(ref))
+
     try:
         flow = fb.store.get_flow(flow_id)
         graph = fb.store.get_version(flow_id, version).graph if version else flow.graph
@@ -271,7 +283,7 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
                         path = Path(tmp) / up.file.name
                         path.write_bytes(await up.file.read())
                         ref = fb.engine.artifacts.put_file(path)
-                    canvas.set_property(a["node_id"], a["name"], str(fb.engine.artifacts.path(ref)))
+                    canvas.set_property(a["node_id"], a["name"], stored_path(ref))
                     dialog.close()
 
                 ui.upload(label="Upload a file", auto_upload=True, on_upload=on_upload).props(
@@ -285,7 +297,7 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
                     for c in model_choices(home, a.get("task") or "chat")
                 }
             else:
-                options = {"": "(none: use the environment)"}
+                options = {"": "(none: the endpoint's own key)"}
                 options.update({n: n for n in SecretStore(home).names()})
             if current and current not in options:
                 options[current] = current
@@ -329,6 +341,18 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
         ui.navigate.to(f"/flow/{new_id}")
 
     canvas.on("open_graph", on_open_graph)
+
+    def on_file_dropped(e: events.GenericEventArguments) -> None:
+        """A file dropped on the canvas, uploaded as an artifact: a Load File node for it."""
+        ref = fb.engine.artifacts.info(str(e.args.get("id", "")))
+        if ref is None:
+            ui.notify(f"Upload of {e.args.get('name')} was not stored", type="negative")
+            return
+        kind = e.args.get("kind", "file")
+        canvas.add_node("core/load_file", {"path": stored_path(ref), "kind": kind}, e.args["pos"])
+        ui.notify(f"Added {ref.name} as a Load File node ({kind})", type="positive")
+
+    canvas.on("file_dropped", on_file_dropped)
 
     def on_open_image(e: events.GenericEventArguments) -> None:
         with ui.dialog() as dialog, ui.card():
