@@ -31,13 +31,10 @@ import asyncio
 import base64
 import json
 import logging
-import shutil
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Query, Request
@@ -53,6 +50,7 @@ from flowbuilder.scheduler import RunResult
 from flowbuilder.store import NotFound, Store
 from flowbuilder.types import REF_CLASSES, ArtifactRef, to_jsonable
 from server.api.answers import errors
+from server.api.artifacts import store_upload
 from server.api.limits import (
     MAX_SQL_INT,
     MAX_TIMEOUT_S,
@@ -217,7 +215,7 @@ async def read_inputs(request: Request, flow: CompiledFlow) -> dict[str, Any]:
                 name = item.filename or key
                 store = request.app.state.fb.engine.artifacts
                 values[key] = await asyncio.to_thread(
-                    _store_upload, store, item.file, name, kind if kind in REF_CLASSES else None
+                    store_upload, store, item.file, name, kind if kind in REF_CLASSES else None
                 )
             elif types.get(key, "text") == "text":
                 values[key] = item
@@ -258,19 +256,6 @@ async def read_inputs(request: Request, flow: CompiledFlow) -> dict[str, Any]:
                     ],
                 )
     return validate_inputs(request, flow, values)
-
-
-def _store_upload(
-    store: ArtifactStore, source: BinaryIO, name: str, kind: str | None
-) -> ArtifactRef:
-    """An uploaded file (the form's spooled file) stored as an artifact, copied in chunks
-    rather than read into memory whole (an upload may be FLOWBUILDER_MAX_UPLOAD_MB)."""
-    with tempfile.NamedTemporaryFile(delete=False) as tmp:
-        shutil.copyfileobj(source, tmp)
-    try:
-        return store.put_file(tmp.name, kind=kind, name=name)
-    finally:
-        Path(tmp.name).unlink(missing_ok=True)
 
 
 def validate_inputs(request: Request, flow: CompiledFlow, values: dict[str, Any]) -> dict[str, Any]:
