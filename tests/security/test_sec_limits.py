@@ -10,6 +10,7 @@ answering other requests meanwhile.
 from __future__ import annotations
 
 import json
+import secrets
 import select
 import socket
 import statistics
@@ -21,7 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_api import Server, start_server
+from test_api import Server, free_port, launch, server_env, start_server
 
 from flowbuilder.builder import GraphBuilder
 from flowbuilder.registry import default_registry
@@ -325,6 +326,46 @@ def test_huge_numbers_in_queries_paths_and_headers_answer_422(api: httpx.Client)
         r = api.request(method, url, headers=headers, **kwargs)
         assert r.status_code == 422, (url, headers, r.status_code, r.text[:200])
     assert api.get("/api/v1/runs?limit=1").status_code == 200
+
+
+# ---- serve-flow ----------------------------------------------------------------------------
+
+
+def test_serve_flow_has_the_same_limits(tmp_path: Path) -> None:
+    graph = tmp_path / "greeter.json"
+    graph.write_text(json.dumps(text_graph()))
+    token = secrets.token_urlsafe(24)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = server_env(home, {"FLOWBUILDER_TOKEN": token})
+    env.pop("FLOWBUILDER_DATABASE_URL", None)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve-flow", str(graph), "--port", str(port)]
+    proc = launch(args, env, tmp_path / "serve-flow.log", f"{base}/health")
+    try:
+        head = request_head(
+            "POST",
+            "/run",
+            token,
+            Content_Type="application/json",
+            Content_Length=str(11 * 1024 * 1024),
+        )
+        status, answer, _ = raw_exchange(port, head, wait_s=5)
+        assert status == 413 and b"FLOWBUILDER_MAX_BODY_MB" in answer, answer[:300]
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as c:
+            r = c.post("/run?timeout=1e400", json={"text": "a"})
+            assert r.status_code == 422, r.text[:300]
+            deep = '{"text": "a", "x": ' + "[" * 5_000 + "]" * 5_000 + "}"
+            r = c.post("/run", content=deep, headers={"Content-Type": "application/json"})
+            assert r.status_code == 422 and "FLOWBUILDER_MAX_JSON_DEPTH" in r.text, r.text[:300]
+            r = c.post("/run", json={"text": "Ada"})
+            assert r.status_code == 200 and r.json()["outputs"] == {"out": "Hello Ada!"}, r.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
 
 
 # ---- template bombs ----------------------------------------------------------------------
