@@ -173,6 +173,17 @@ class PlanCache:
             raise NotFound("flow", flow_id)
         return str(row[0]), int(row[1]), bool(row[2])
 
+    def published(self) -> list[tuple[str, int, str]]:
+        """(id, version, name) of every published flow, most recently updated first, read
+        without their graphs (what the API schema's cache key needs)."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_FLOWS.c.id, _FLOWS.c.version, _FLOWS.c.name)
+                .where(_FLOWS.c.published == sa.true())
+                .order_by(_FLOWS.c.updated_at.desc(), _FLOWS.c.id)
+            ).all()
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
     def peek(self, flow_id: str) -> CompiledFlow | None:
         """The compiled flow when its head is fresh and its version compiled, else None
         (then :meth:`get` reads and compiles; it does I/O and may take a while). Never
