@@ -7,7 +7,8 @@ cancelled node closes the stream at once. A JSON schema is sent as the API's
 structured-output format (``output_config.format``). The Messages API of the 2.x SDK
 takes no sampling parameters: ``temperature``, ``top_p`` and ``seed`` are not sent. It
 has no embeddings. Faults are mapped as described in :mod:`flowbuilder.providers.remote`;
-a ``refusal`` stop reason is a refused request.
+a ``refusal`` stop reason is a refused request; a stream without ``message_stop`` is an
+incomplete answer (retried, never a result).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from flowbuilder.providers.config import Endpoint
 from flowbuilder.providers.remote import (
     api_key,
     connection_error,
+    incomplete_error,
+    not_a_stream,
     refused_error,
     status_error,
     timeout_error,
@@ -85,6 +88,8 @@ class AnthropicProvider:
         pieces: list[str] = []
         prompt_tokens = completion_tokens = 0
         stop_reason: str | None = None
+        stopped = False
+        events = 0
         answered_by = model
         started = False
         client = anthropic.AsyncAnthropic(
@@ -97,9 +102,17 @@ class AnthropicProvider:
             async with client:
                 stream = await client.messages.create(**params, stream=True)
                 async with stream:
+                    wrong = not_a_stream(
+                        self.endpoint, model, stream.response.headers.get("content-type", "")
+                    )
+                    if wrong is not None:
+                        raise wrong
                     async for event in stream:
                         started = True
-                        if event.type == "message_start":
+                        events += 1
+                        if event.type == "message_stop":
+                            stopped = True
+                        elif event.type == "message_start":
                             answered_by = event.message.model or answered_by
                             prompt_tokens = event.message.usage.input_tokens or 0
                         elif event.type == "content_block_delta":
@@ -127,6 +140,8 @@ class AnthropicProvider:
             raise connection_error(self.endpoint, model, exc, streaming=started) from None
         if stop_reason == "refusal":
             raise refused_error(self.endpoint, model, "stop reason 'refusal'")
+        if not stopped:
+            raise incomplete_error(self.endpoint, model, f"no message_stop after {events} events")
         return ChatResult(
             text="".join(pieces),
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),

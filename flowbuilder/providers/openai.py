@@ -4,7 +4,8 @@ One class serves the OpenAI API and any server speaking its wire format (Ollama,
 LM Studio, llama.cpp server) at a configured ``base_url``. Answers always stream
 (``stream_options.include_usage`` for token counts), so tokens arrive as progress and a
 cancelled node closes the HTTP stream at once. Faults are mapped as described in
-:mod:`flowbuilder.providers.remote`.
+:mod:`flowbuilder.providers.remote`; a stream that ends without a ``finish_reason``, or a
+200 answer that is not a stream, is an incomplete answer (retried, never a result).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from flowbuilder.providers.config import Endpoint
 from flowbuilder.providers.remote import (
     api_key,
     connection_error,
+    incomplete_error,
+    not_a_stream,
     refused_error,
     status_error,
     timeout_error,
@@ -141,7 +144,8 @@ class OpenAIProvider:
         pieces: list[str] = []
         refusal: list[str] = []
         usage = Usage()
-        finish = "stop"
+        finish: str | None = None
+        chunks = 0
         answered_by = model
         started = False
         errors = self._sdk_errors(model, request.credential, timeout, lambda: started)
@@ -153,8 +157,14 @@ class OpenAIProvider:
                     stream_options={"include_usage": True},
                 )
                 async with stream:
+                    wrong = not_a_stream(
+                        self.endpoint, model, stream.response.headers.get("content-type", "")
+                    )
+                    if wrong is not None:
+                        raise wrong
                     async for chunk in stream:
                         started = True
+                        chunks += 1
                         answered_by = chunk.model or answered_by
                         if chunk.usage is not None:
                             usage = Usage(
@@ -175,6 +185,8 @@ class OpenAIProvider:
                                 on_token(delta.content)
         if refusal:
             raise refused_error(self.endpoint, model, "".join(refusal))
+        if finish is None:
+            raise incomplete_error(self.endpoint, model, f"no finish_reason after {chunks} chunks")
         if finish == "content_filter":
             raise refused_error(self.endpoint, model, "its content filter stopped the answer")
         if usage.completion_tokens == 0 and pieces:

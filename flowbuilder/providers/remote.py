@@ -8,8 +8,10 @@ Fault handling (the same for OpenAI, Anthropic and OpenAI-compatible servers):
   (``retry-after-ms`` or ``retry-after`` in seconds or as an HTTP date) — so every retry
   is an event (``node_started`` with ``attempt``) a user sees;
 - transient: HTTP 408, 409, 429 (not ``insufficient_quota``), 5xx (and Anthropic's 529
-  "overloaded"), connection refused or dropped (also in the middle of a stream), and
-  connect/read timeouts;
+  "overloaded"), connection refused or dropped (also in the middle of a stream),
+  connect/read timeouts, and an incomplete answer (:func:`incomplete_error`: a stream that
+  ends without its finish reason or ``message_stop``, or a 200 answer to a streaming call
+  that is not a stream) — never a finished, cached result;
 - not retried: 400, 401, 403, 404, 413, 422 — each with a sentence saying what to do
   (wrong key, unknown model, prompt too long, refused request);
 - a ``Retry-After`` longer than :data:`MAX_RETRY_AFTER_S` is not waited for.
@@ -235,6 +237,26 @@ def connection_error(
             "running and the base URL right?"
         )
     return RetryableError(redact(text))
+
+
+def incomplete_error(endpoint: Endpoint, model: str, why: str) -> RetryableError:
+    """A streamed answer that did not end as the API ends one (``why`` says how)."""
+    return RetryableError(
+        redact(
+            f"the stream from {endpoint.label} ended before the answer was complete for "
+            f"model '{model}' ({why})"
+        )
+    )
+
+
+def not_a_stream(endpoint: Endpoint, model: str, content_type: str) -> RetryableError | None:
+    """The error for a 200 answer to a streaming call whose type is not
+    ``text/event-stream`` (None when it is a stream)."""
+    if content_type.split(";")[0].strip().lower() == "text/event-stream":
+        return None
+    return incomplete_error(
+        endpoint, model, f"a 200 answer of type '{content_type or 'none'}' to a streaming call"
+    )
 
 
 def refused_error(endpoint: Endpoint, model: str, reason: str) -> NodeError:
