@@ -13,6 +13,9 @@ process, blocking work in threads) or ``ray`` (each node a Ray task, see
 with one CPU per core. ``FLOWBUILDER_ARTIFACTS_DIR`` moves the artifact store (default
 ``$FLOWBUILDER_HOME/artifacts``); on a cluster it must be a directory every worker
 reaches at the same path (a shared file system).
+
+Remote calls (durable runs part): ``FLOWBUILDER_REMOTE_DEADLINE_S`` (default 120 s) bounds
+a remote provider call across all its retries, counted from the node's first attempt.
 """
 
 from __future__ import annotations
@@ -37,12 +40,18 @@ class Settings:
     executor: str = "local"
     ray_address: str | None = None
     artifacts_dir: Path | None = None
+    # -- remote calls (durable runs): one deadline across a remote node's retries --
+    remote_deadline_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise SettingsError(
                 f"unknown executor '{self.executor}' (FLOWBUILDER_EXECUTOR): "
                 f"use one of {', '.join(EXECUTORS)}"
+            )
+        if not self.remote_deadline_s > 0:
+            raise SettingsError(
+                f"FLOWBUILDER_REMOTE_DEADLINE_S={self.remote_deadline_s!r}: expected seconds > 0"
             )
 
     @classmethod
@@ -51,7 +60,7 @@ class Settings:
 
         Raises:
             SettingsError: ``FLOWBUILDER_EXECUTOR`` (or ``executor=``) is not a known
-                executor.
+                executor; ``FLOWBUILDER_REMOTE_DEADLINE_S`` is not a number of seconds > 0.
         """
         home = Path(os.environ.get("FLOWBUILDER_HOME") or Path.home() / ".flowbuilder")
         extra = [
@@ -66,6 +75,7 @@ class Settings:
             "executor": (os.environ.get("FLOWBUILDER_EXECUTOR") or "local").strip().lower(),
             "ray_address": os.environ.get("FLOWBUILDER_RAY_ADDRESS") or None,
             "artifacts_dir": Path(artifacts) if artifacts else None,
+            "remote_deadline_s": _seconds("FLOWBUILDER_REMOTE_DEADLINE_S", 120.0),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -79,3 +89,18 @@ class Settings:
         """Whether ``path`` (resolved, links followed) lies under an allowed root."""
         real = path.resolve()
         return any(real.is_relative_to(root) for root in self.allowed_roots)
+
+
+def _seconds(name: str, default: float) -> float:
+    """A number of seconds from the environment variable ``name`` (``default`` if unset).
+
+    Raises:
+        SettingsError: the value is not a number.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds > 0") from None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from flowbuilder.providers import ChatRequest, ChatResult, TokenCallback, Usage
 from flowbuilder.providers.config import Endpoint
 from flowbuilder.providers.remote import (
+    Deadline,
     api_key,
     connection_error,
     incomplete_error,
@@ -79,12 +80,25 @@ class AnthropicProvider:
         request: ChatRequest,
         on_token: TokenCallback | None = None,
     ) -> ChatResult:
+        """One streamed answer. Raises NodeError (RetryableError when transient), as
+        described in :mod:`flowbuilder.providers.remote`."""
+        deadline = Deadline(ctx, self.endpoint, model)
+        async with deadline.bound():
+            return await self._chat(model, request, on_token, deadline)
+
+    async def _chat(
+        self,
+        model: str,
+        request: ChatRequest,
+        on_token: TokenCallback | None,
+        deadline: Deadline,
+    ) -> ChatResult:
         import anthropic
         import httpx2
 
         params = self._params(model, request)
         key = api_key(self.endpoint, self.secrets, request.credential)
-        timeout = request.timeout_s or self.endpoint.timeout_s
+        timeout = deadline.timeout(request.timeout_s or self.endpoint.timeout_s)
         pieces: list[str] = []
         prompt_tokens = completion_tokens = 0
         stop_reason: str | None = None
@@ -95,7 +109,9 @@ class AnthropicProvider:
         client = anthropic.AsyncAnthropic(
             api_key=key,
             base_url=self.endpoint.base_url,
-            timeout=anthropic.Timeout(timeout, connect=self.endpoint.connect_timeout_s),
+            timeout=anthropic.Timeout(
+                timeout, connect=min(timeout, self.endpoint.connect_timeout_s)
+            ),
             max_retries=0,
         )
         try:

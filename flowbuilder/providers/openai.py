@@ -28,6 +28,7 @@ from flowbuilder.providers import (
 )
 from flowbuilder.providers.config import Endpoint
 from flowbuilder.providers.remote import (
+    Deadline,
     api_key,
     connection_error,
     incomplete_error,
@@ -61,12 +62,11 @@ class OpenAIProvider:
         import openai
 
         key = api_key(self.endpoint, self.secrets, credential)
+        total = timeout_s or self.endpoint.timeout_s
         client = openai.AsyncOpenAI(
             api_key=key,
             base_url=self.endpoint.base_url,
-            timeout=openai.Timeout(
-                timeout_s or self.endpoint.timeout_s, connect=self.endpoint.connect_timeout_s
-            ),
+            timeout=openai.Timeout(total, connect=min(total, self.endpoint.connect_timeout_s)),
             max_retries=0,
         )
         async with client:
@@ -139,8 +139,20 @@ class OpenAIProvider:
         request: ChatRequest,
         on_token: TokenCallback | None = None,
     ) -> ChatResult:
+        """One streamed answer. Raises NodeError (RetryableError when transient), as
+        described in :mod:`flowbuilder.providers.remote`."""
+        deadline = Deadline(ctx, self.endpoint, model)
+        async with deadline.bound():
+            return await self._chat(model, request, on_token, deadline)
 
-        timeout = request.timeout_s or self.endpoint.timeout_s
+    async def _chat(
+        self,
+        model: str,
+        request: ChatRequest,
+        on_token: TokenCallback | None,
+        deadline: Deadline,
+    ) -> ChatResult:
+        timeout = deadline.timeout(request.timeout_s or self.endpoint.timeout_s)
         pieces: list[str] = []
         refusal: list[str] = []
         usage = Usage()
@@ -150,7 +162,7 @@ class OpenAIProvider:
         started = False
         errors = self._sdk_errors(model, request.credential, timeout, lambda: started)
         with errors:
-            async with self._client(request.credential, request.timeout_s) as client:
+            async with self._client(request.credential, timeout) as client:
                 stream = await client.chat.completions.create(
                     **self._params(model, request),
                     stream=True,
@@ -202,25 +214,26 @@ class OpenAIProvider:
         request: EmbedRequest,
         on_progress: ProgressCallback | None = None,
     ) -> EmbeddingResult:
-
-        timeout = request.timeout_s or self.endpoint.timeout_s
+        deadline = Deadline(ctx, self.endpoint, model)
         vectors: list[list[float]] = []
         tokens = 0
         total = len(request.texts)
-        with self._sdk_errors(model, request.credential, timeout):
-            async with self._client(request.credential, request.timeout_s) as client:
-                for start in range(0, total, EMBED_BATCH):
-                    ctx.check_cancelled()
-                    batch = request.texts[start : start + EMBED_BATCH]
-                    response = await client.embeddings.create(
-                        model=model, input=batch, encoding_format="float"
-                    )
-                    data = sorted(response.data, key=lambda d: d.index)
-                    vectors.extend(list(map(float, d.embedding)) for d in data)
-                    if response.usage is not None:
-                        tokens += response.usage.prompt_tokens or 0
-                    if on_progress is not None:
-                        on_progress(min(start + EMBED_BATCH, total), total)
+        async with deadline.bound():
+            timeout = deadline.timeout(request.timeout_s or self.endpoint.timeout_s)
+            with self._sdk_errors(model, request.credential, timeout):
+                async with self._client(request.credential, timeout) as client:
+                    for start in range(0, total, EMBED_BATCH):
+                        ctx.check_cancelled()
+                        batch = request.texts[start : start + EMBED_BATCH]
+                        response = await client.embeddings.create(
+                            model=model, input=batch, encoding_format="float"
+                        )
+                        data = sorted(response.data, key=lambda d: d.index)
+                        vectors.extend(list(map(float, d.embedding)) for d in data)
+                        if response.usage is not None:
+                            tokens += response.usage.prompt_tokens or 0
+                        if on_progress is not None:
+                            on_progress(min(start + EMBED_BATCH, total), total)
         if request.normalize:
             vectors = [_unit(v) for v in vectors]
         dims = len(vectors[0]) if vectors else 0
