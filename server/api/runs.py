@@ -32,7 +32,7 @@ import base64
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -49,6 +49,7 @@ from server.run_log import NotRecorded
 from server.runs import ActiveRun
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 
 SSE_KEEPALIVE_S = 15.0
@@ -260,6 +261,23 @@ def sse(event: Any) -> str:
     return f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
 
 
+async def timed(items: AsyncIterator[T], timeout: float | None) -> AsyncIterator[T]:
+    """``items`` until they end; with ``timeout``, raise TimeoutError once that many
+    seconds have passed (``items`` is closed either way)."""
+    loop = asyncio.get_running_loop()
+    end = None if timeout is None else loop.time() + timeout
+    try:
+        while True:
+            left = None if end is None else end - loop.time()
+            try:
+                item = await asyncio.wait_for(anext(items), left)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        await items.aclose()  # type: ignore[attr-defined]
+
+
 async def follow(
     request: Request,
     run_id: str,
@@ -278,22 +296,14 @@ async def follow(
     """
     fb = request.app.state.fb
     events = fb.runs.follow(run_id, after, handle=active, keepalive_s=SSE_KEEPALIVE_S)
-    deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
     try:
-        while True:
-            left = None if deadline is None else deadline - asyncio.get_running_loop().time()
-            try:
-                event = await asyncio.wait_for(anext(events), left)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                await fb.runs.request_cancel(run_id)
-                why = {"run_id": run_id, "status": 504, "error": timeout_message(timeout or 0)}
-                yield f"event: error\ndata: {json.dumps(why)}\n\n"
-                return
+        async for event in timed(events, timeout):
             yield ": keep-alive\n\n" if event is None else sse(event)
-    finally:
-        await events.aclose()
+    except TimeoutError:
+        await fb.runs.request_cancel(run_id)
+        why = {"run_id": run_id, "status": 504, "error": timeout_message(timeout or 0)}
+        yield f"event: error\ndata: {json.dumps(why)}\n\n"
+        return
     if active is not None and active.task is not None:
         res = await active.task
         data = json.dumps(
