@@ -13,12 +13,13 @@ incomplete answer (retried, never a result).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowbuilder.providers import ChatRequest, ChatResult, TokenCallback, Usage
 from flowbuilder.providers.config import Endpoint
 from flowbuilder.providers.remote import (
     Deadline,
+    RemoteChat,
     api_key,
     connection_error,
     incomplete_error,
@@ -28,9 +29,6 @@ from flowbuilder.providers.remote import (
     timeout_error,
 )
 from flowbuilder.secrets import SecretStore
-
-if TYPE_CHECKING:
-    from flowbuilder.context import RunContext
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
@@ -49,7 +47,7 @@ def to_messages(request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
     return system, turns
 
 
-class AnthropicProvider:
+class AnthropicProvider(RemoteChat):
     """Chat through an Anthropic Messages API endpoint (see the module docstring)."""
 
     def __init__(self, endpoint: Endpoint, secrets: SecretStore) -> None:
@@ -72,19 +70,6 @@ class AnthropicProvider:
                 "format": {"type": "json_schema", "schema": request.json_schema}
             }
         return params
-
-    async def chat(
-        self,
-        ctx: RunContext,
-        model: str,
-        request: ChatRequest,
-        on_token: TokenCallback | None = None,
-    ) -> ChatResult:
-        """One streamed answer. Raises NodeError (RetryableError when transient), as
-        described in :mod:`flowbuilder.providers.remote`."""
-        deadline = Deadline(ctx, self.endpoint, model)
-        async with deadline.bound():
-            return await self._chat(model, request, on_token, deadline)
 
     async def _chat(
         self,

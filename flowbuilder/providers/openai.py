@@ -29,6 +29,7 @@ from flowbuilder.providers import (
 from flowbuilder.providers.config import Endpoint
 from flowbuilder.providers.remote import (
     Deadline,
+    RemoteChat,
     api_key,
     connection_error,
     incomplete_error,
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 EMBED_BATCH = 256
 
 
-class OpenAIProvider:
+class OpenAIProvider(RemoteChat):
     """Chat and embeddings through an OpenAI-format endpoint (see the module docstring)."""
 
     def __init__(self, endpoint: Endpoint, secrets: SecretStore) -> None:
@@ -131,19 +132,6 @@ class OpenAIProvider:
             raise status_error(
                 self.endpoint, model, 500, exc.body, None, exc.message, credential
             ) from None
-
-    async def chat(
-        self,
-        ctx: RunContext,
-        model: str,
-        request: ChatRequest,
-        on_token: TokenCallback | None = None,
-    ) -> ChatResult:
-        """One streamed answer. Raises NodeError (RetryableError when transient), as
-        described in :mod:`flowbuilder.providers.remote`."""
-        deadline = Deadline(ctx, self.endpoint, model)
-        async with deadline.bound():
-            return await self._chat(model, request, on_token, deadline)
 
     async def _chat(
         self,

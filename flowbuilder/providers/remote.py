@@ -37,7 +37,13 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from flowbuilder.errors import NodeError, RetryableError
-from flowbuilder.providers import ChatProvider, ContextTooLong
+from flowbuilder.providers import (
+    ChatProvider,
+    ChatRequest,
+    ChatResult,
+    ContextTooLong,
+    TokenCallback,
+)
 from flowbuilder.providers.config import Endpoint, ProviderConfig
 from flowbuilder.secrets import SecretStore, redact
 
@@ -157,6 +163,36 @@ class Deadline:
             if left < MIN_ATTEMPT_S or (err.retry_after or 0.0) >= left:
                 raise self.spent(str(err)) from None
             raise
+
+
+class RemoteChat:
+    """The chat entry point of the remote providers: each call runs under one
+    :class:`Deadline` (shared by the node's retries); a provider implements ``_chat``."""
+
+    endpoint: Endpoint
+
+    async def chat(
+        self,
+        ctx: RunContext,
+        model: str,
+        request: ChatRequest,
+        on_token: TokenCallback | None = None,
+    ) -> ChatResult:
+        """One streamed answer. Raises NodeError (RetryableError when transient), as
+        described in the module docstring."""
+        deadline = Deadline(ctx, self.endpoint, model)
+        async with deadline.bound():
+            return await self._chat(model, request, on_token, deadline)
+
+    async def _chat(
+        self,
+        model: str,
+        request: ChatRequest,
+        on_token: TokenCallback | None,
+        deadline: Deadline,
+    ) -> ChatResult:
+        """One attempt; its SDK timeout is ``deadline.timeout(...)``."""
+        raise NotImplementedError
 
 
 def api_key(endpoint: Endpoint, secrets: SecretStore, credential: str | None) -> str:
