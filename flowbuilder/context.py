@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +38,9 @@ class RunContext:
         providers: chat providers by model-id prefix (``local``, …).
         settings: the :class:`~flowbuilder.settings.Settings`.
         log: a logger named after the node type.
+        started_at: when the node's execution began (``time.time()`` seconds, at its
+            first attempt: one context serves every retry); a remote call's deadline
+            across retries counts from it.
     """
 
     __slots__ = (
@@ -53,6 +57,7 @@ class RunContext:
         "providers",
         "run_id",
         "settings",
+        "started_at",
     )
 
     def __init__(
@@ -68,8 +73,10 @@ class RunContext:
         bus: events.EventBus,
         cancel: threading.Event,
         loop: asyncio.AbstractEventLoop,
+        started_at: float | None = None,
     ) -> None:
         self.run_id, self.node_id, self.node_type = run_id, node_id, node_type
+        self.started_at = time.time() if started_at is None else started_at
         self.artifacts, self.models, self.settings = artifacts, models, settings
         self.providers = providers
         self._bus, self._cancel, self._loop = bus, cancel, loop

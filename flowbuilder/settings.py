@@ -19,6 +19,9 @@ the server's token (unset or empty: one is made on first start and kept in
 ``$FLOWBUILDER_HOME/token``); ``FLOWBUILDER_NO_AUTH=1`` is ``--no-auth`` (loopback binds
 only); ``FLOWBUILDER_REQUIRE_AUTH=1`` forbids ``--no-auth``; ``FLOWBUILDER_ALLOWED_HOSTS``
 (comma-separated) adds names the ``Host`` header may carry besides the loopback names.
+
+Remote calls: ``FLOWBUILDER_REMOTE_DEADLINE_S`` (default 120 s) bounds
+a remote provider call across all its retries, counted from the node's first attempt.
 """
 
 from __future__ import annotations
@@ -43,17 +46,23 @@ class Settings:
     executor: str = "local"
     ray_address: str | None = None
     artifacts_dir: Path | None = None
-    # Auth (issue 14, item 3): the server's token, the --no-auth opt-out, the Host allow-list.
+    # Auth: the server's token, the --no-auth opt-out, the Host allow-list.
     token: str | None = None
     no_auth: bool = False
     require_auth: bool = False
     allowed_hosts: tuple[str, ...] = ()
+    # Remote calls: one deadline across a remote node's retries.
+    remote_deadline_s: float = 120.0
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
             raise SettingsError(
                 f"unknown executor '{self.executor}' (FLOWBUILDER_EXECUTOR): "
                 f"use one of {', '.join(EXECUTORS)}"
+            )
+        if not self.remote_deadline_s > 0:
+            raise SettingsError(
+                f"FLOWBUILDER_REMOTE_DEADLINE_S={self.remote_deadline_s!r}: expected seconds > 0"
             )
 
     @classmethod
@@ -62,7 +71,7 @@ class Settings:
 
         Raises:
             SettingsError: ``FLOWBUILDER_EXECUTOR`` (or ``executor=``) is not a known
-                executor.
+                executor; ``FLOWBUILDER_REMOTE_DEADLINE_S`` is not a number of seconds > 0.
         """
         home = Path(os.environ.get("FLOWBUILDER_HOME") or Path.home() / ".flowbuilder")
         extra = [
@@ -77,7 +86,7 @@ class Settings:
             "executor": (os.environ.get("FLOWBUILDER_EXECUTOR") or "local").strip().lower(),
             "ray_address": os.environ.get("FLOWBUILDER_RAY_ADDRESS") or None,
             "artifacts_dir": Path(artifacts) if artifacts else None,
-            # auth (issue 14, item 3)
+            # auth
             "token": os.environ.get("FLOWBUILDER_TOKEN", "").strip() or None,
             "no_auth": _flag("FLOWBUILDER_NO_AUTH"),
             "require_auth": _flag("FLOWBUILDER_REQUIRE_AUTH"),
@@ -86,6 +95,7 @@ class Settings:
                 for h in os.environ.get("FLOWBUILDER_ALLOWED_HOSTS", "").split(",")
                 if h.strip()
             ),
+            "remote_deadline_s": _seconds("FLOWBUILDER_REMOTE_DEADLINE_S", 120.0),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -109,3 +119,18 @@ class Settings:
 def _flag(name: str) -> bool:
     """Whether the environment variable ``name`` is set to 1/true/yes/on."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _seconds(name: str, default: float) -> float:
+    """A number of seconds from the environment variable ``name`` (``default`` if unset).
+
+    Raises:
+        SettingsError: the value is not a number.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds > 0") from None

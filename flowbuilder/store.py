@@ -791,6 +791,27 @@ class Store:
                 s.add(nr)
             return run
 
+    def add_finished_runs(self, runs: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        """Insert whole records of runs that already ended, all in one transaction
+        (a group commit: when this returns, every one of them is committed).
+
+        ``runs`` holds ``(run, node_runs)`` pairs: ``run`` the columns of a ``runs`` row
+        (``id``, ``status``, ``inputs``, ``outputs``, timestamps, …), ``node_runs`` the
+        columns of its ``node_runs`` rows. Used for runs recorded only once, at their end
+        (the API's fast path); every other run is recorded as it goes by
+        :meth:`recorder`.
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: a run id exists already (nothing is inserted).
+        """
+        if not runs:
+            return
+        nodes = [n for _, ns in runs for n in ns]
+        with self._write_engine.begin() as conn:
+            conn.execute(sa.insert(_RUNS), [r for r, _ in runs])
+            if nodes:
+                conn.execute(sa.insert(_NODE_RUNS), nodes)
+
     def events_after(
         self, run_id: str, seq: int = 0, *, limit: int | None = None
     ) -> list[events.Event]:
