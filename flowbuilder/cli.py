@@ -290,7 +290,7 @@ def run(
     plan = _load(graph, engine, as_json)
     try:
         values = _parse_inputs(plan, inputs or [], input_json)
-        bound = engine.bind_inputs(plan, values)
+        bound = engine.bind_inputs(plan, values, base_dir=Path.cwd())
     except InputError as exc:
         if as_json:
             out.print_json(data={"status": "invalid", "error": str(exc)})

@@ -815,7 +815,8 @@ export default {
       }
       const body = new FormData();
       body.append("file", file, file.name);
-      const response = await fetch("/api/v1/artifacts", { method: "POST", body });
+      // kept in the workspace: Load File reads it by its path there
+      const response = await fetch("/api/v1/files", { method: "POST", body });
       if (!response.ok) {
         this.$emit("notify", { message: `Upload of ${file.name} failed (${response.status})`, type: "negative" });
         return;

@@ -315,7 +315,7 @@ def test_cancel_long_run(page: Page, server: tuple[str, Path]) -> None:
 
 
 def test_drop_audio_file_adds_load_node(page: Page, server: tuple[str, Path]) -> None:
-    base, _ = server
+    base, home = server
     new_flow(page, base, "Dropped")
     data = (REPO / "examples" / "jfk.ogg").read_bytes()
     transfer = page.evaluate_handle(
@@ -329,7 +329,8 @@ def test_drop_audio_file_adds_load_node(page: Page, server: tuple[str, Path]) ->
     node = page.evaluate("() => window.fbCanvas.serialize().nodes[0]")
     assert node["type"] == "core/load_file"
     assert node["properties"]["kind"] == "audio"
-    assert Path(node["properties"]["path"]).read_bytes() == data
+    assert node["properties"]["path"] == "uploads/memo.ogg"  # in the workspace, by name
+    assert (home / "files" / "uploads" / "memo.ogg").read_bytes() == data
 
 
 def test_import_export_round_trip(page: Page, server: tuple[str, Path], tmp_path: Path) -> None:

@@ -304,7 +304,7 @@ def test_out_dir_writes_outputs(
     b.link(load, "file", o1, "value")
     b.link(load, "text", o2, "value")
     save_graph(b.build(), tmp_path / "g.json")
-    env = {**env, "FLOWBUILDER_ALLOWED_ROOTS": str(tmp_path)}
+    env = {**env, "FLOWBUILDER_FILE_ROOTS": str(tmp_path)}
     proc = cli("run", str(tmp_path / "g.json"), "--out", str(tmp_path / "out"), env=env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "file.txt").read_text() == "some notes\n"

@@ -197,6 +197,7 @@ async def _execute(
         bus=_ForwardBus(call.run_id, put),
         cancel=cancel,
         loop=asyncio.get_running_loop(),
+        node_title=cls.meta.title,
     )
     node_log = logging.Logger(f"flowbuilder.node.{call.node_type}", logging.INFO)
     node_log.addHandler(_ForwardLog(put))

@@ -257,14 +257,12 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
                 ui.label(current or "no file yet").props('data-testid="param-file"')
 
                 async def on_upload(up: events.UploadEventArguments) -> None:
-                    import tempfile
-                    from pathlib import Path
+                    from flowbuilder.files import FileAccess
 
-                    with tempfile.TemporaryDirectory() as tmp:
-                        path = Path(tmp) / up.file.name
-                        path.write_bytes(await up.file.read())
-                        ref = fb.engine.artifacts.put_file(path)
-                    canvas.set_property(a["node_id"], a["name"], str(fb.engine.artifacts.path(ref)))
+                    data = await up.file.read()
+                    files = FileAccess(fb.engine.settings)  # kept in the workspace
+                    path = await asyncio.to_thread(files.save_upload, up.file.name, data)
+                    canvas.set_property(a["node_id"], a["name"], path)
                     dialog.close()
 
                 ui.upload(label="Upload a file", auto_upload=True, on_upload=on_upload).props(
