@@ -24,6 +24,7 @@ from rich.table import Table
 from flowbuilder import events
 from flowbuilder.cli_kb import kb_app
 from flowbuilder.cli_providers import models_app, providers_app, secrets_app
+from flowbuilder.cli_roots import roots_app
 from flowbuilder.engine import Engine, to_jsonable
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError, Issue
 from flowbuilder.graph import load_graph
@@ -416,6 +417,7 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(providers_app, name="providers")
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
+app.add_typer(roots_app, name="roots")
 from flowbuilder.cli_keys import keys_app, serve_flow  # noqa: E402
 
 app.add_typer(keys_app, name="keys")

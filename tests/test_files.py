@@ -390,3 +390,23 @@ def test_the_example_flows_find_their_data_from_any_folder(
     assert outputs["training_load_dataset"] == 175
     shipped = (REPO / "examples" / "pep8_excerpt.txt").read_text(encoding="utf-8")
     assert outputs["core_load_file"] == shipped
+
+
+def test_roots_cli(home: Path, outside: Path) -> None:
+    exe = str(Path(sys.executable).parent / "flowbuilder")
+    env = {**os.environ, "FLOWBUILDER_HOME": str(home), "COLUMNS": "300"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([exe, "roots", *args], env=env, capture_output=True, text=True)
+
+    assert cli("add", str(outside)).returncode == 0
+    listed = json.loads(cli("list", "--json").stdout)
+    assert listed == [
+        {"path": str(home / "files"), "source": "workspace"},
+        {"path": str(outside.resolve()), "source": "added"},
+    ]
+    (home / "files").mkdir(parents=True, exist_ok=True)
+    refused = cli("add", str(home / "files"))
+    assert refused.returncode == 1 and "inside the data directory" in refused.stderr
+    assert cli("remove", str(outside)).returncode == 0
+    assert cli("remove", str(outside)).returncode == 1

@@ -1,4 +1,5 @@
-"""Settings: secrets (names only; values are write-only), provider endpoints, local models."""
+"""Settings: secrets (names only; values are write-only), provider endpoints, local models,
+the folders nodes may use."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from flowbuilder.providers.config import ProviderConfig
 from flowbuilder.secrets import SecretStore
 from server.app import services
 from server.pages import frame
+from server.pages.file_roots import file_roots_section
 from server.pages.flow_api import api_keys_section
 
 
@@ -125,5 +127,7 @@ def settings_page() -> None:
             rows=rows,
             row_key="id",
         ).classes("w-full").props('data-testid="models-table"')
+
+        file_roots_section(services().engine.settings)
 
         api_keys_section()
