@@ -78,13 +78,12 @@ def input_widget(spec: FlowInput, values: dict[str, Any]) -> None:
         shown = ui.label(current.get("name", "") if isinstance(current, dict) else "")
 
         async def on_upload(e: events.UploadEventArguments) -> None:
-            import tempfile
-            from pathlib import Path
+            from pathlib import PurePath
 
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / e.file.name
-                path.write_bytes(await e.file.read())
-                ref = services().engine.artifacts.put_file(path, kind=spec.type)
+            name = PurePath(e.file.name.replace("\\", "/")).name or "upload"  # no folders
+            data = await e.file.read()
+            store = services().engine.artifacts
+            ref = await asyncio.to_thread(store.put_bytes, data, name=name, kind=spec.type)
             values[spec.name] = ref.model_dump(mode="json")
             shown.set_text(f"{ref.name} ({ref.size} bytes)")
 
