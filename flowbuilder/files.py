@@ -210,7 +210,8 @@ class FileAccess:
         try:
             return nofollow.open_regular(parent, real.name)
         except FileNotFoundError:
-            raise NodeError(_say(where, f"file not found: {raw}")) from None
+            looked = f" (looked for {real})" if str(real) != raw else ""
+            raise NodeError(_say(where, f"file not found: '{raw}'{looked}")) from None
         except nofollow.NotRegularFile:
             raise NodeError(_say(where, f"'{raw}' is not a regular file")) from None
         except OSError as exc:
@@ -322,7 +323,7 @@ class FileAccess:
         try:
             return nofollow.open_dir(root, real.relative_to(root).parts, create=create)
         except FileNotFoundError:
-            raise NodeError(_say(where, f"not found: {raw}")) from None
+            raise NodeError(_say(where, f"'{raw}' is not there: no folder {real}")) from None
         except OSError as exc:
             raise self._swapped(exc, raw, where) from None
 

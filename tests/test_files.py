@@ -167,8 +167,10 @@ def test_only_regular_files_are_read(access: FileAccess) -> None:
     os.mkfifo(access.workspace / "pipe")  # opening it for reading would block
     with pytest.raises(NodeError, match="'pipe' is not a regular file"):
         access.read_bytes("pipe")
-    with pytest.raises(NodeError, match=r"file not found: missing\.txt"):
+    with pytest.raises(NodeError, match=r"file not found: 'missing\.txt' \(looked for .*/files/"):
         access.read_bytes("missing.txt")
+    with pytest.raises(NodeError, match=r"'gone/x\.txt' is not there: no folder .*/files/gone"):
+        access.read_bytes("gone/x.txt")
 
 
 # ---- the data directory's internals ----------------------------------------------------
