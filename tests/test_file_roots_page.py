@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from test_api import Server, create_flow, start_server
-from test_canvas import CHROMIUM, CHROMIUM_ARGS
+from test_canvas import browser  # noqa: F401 (a fixture)
 
 from flowbuilder.builder import GraphBuilder
 from flowbuilder.registry import default_registry
@@ -28,14 +28,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, s
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 def read_file(srv: Server, key: str, path: Path) -> httpx.Response:
     b = GraphBuilder(default_registry(), name="read")
     load = b.add("core/load_file", path=str(path))
@@ -48,7 +40,9 @@ def read_file(srv: Server, key: str, path: Path) -> httpx.Response:
 
 
 def test_folders_added_on_the_settings_page(
-    server: tuple[Server, str], browser: Browser, tmp_path: Path
+    server: tuple[Server, str],
+    browser: Browser,  # noqa: F811 (the fixture imported from test_canvas)
+    tmp_path: Path,
 ) -> None:
     srv, key = server
     folder = tmp_path / "shared-notes"

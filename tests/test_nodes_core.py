@@ -204,38 +204,20 @@ def test_save_file_writes_text_json_and_artifacts(
     assert not [p for p in tmp_path.rglob(".*tmp")]
 
 
-def test_save_file_respects_overwrite_and_roots(
-    work: Path, engine: Engine, builder: GraphBuilder
-) -> None:
+def test_save_file_respects_overwrite_and_roots(work: Path, engine: Engine) -> None:
+    def save(path: str, **params: Any) -> RunResult:
+        b = GraphBuilder(engine.registry)
+        return run_single(
+            engine, b, "core/save_file", {"value": ("text", "new")}, "path", path=path, **params
+        )
+
     (work / "keep.txt").write_text("original")
-    r = run_single(
-        engine,
-        builder,
-        "core/save_file",
-        {"value": ("text", "new")},
-        output="path",
-        path="keep.txt",
-    )
+    r = save("keep.txt")
     assert r.status == "failed" and "exists and 'overwrite' is off" in (r.error or "")
     assert (work / "keep.txt").read_text() == "original"  # overwrite is off by default
-    r = run_single(
-        engine,
-        GraphBuilder(engine.registry),
-        "core/save_file",
-        {"value": ("text", "new")},
-        output="path",
-        path="keep.txt",
-        overwrite=True,
-    )
+    r = save("keep.txt", overwrite=True)
     assert r.status == "finished" and (work / "keep.txt").read_text() == "new"
-    r = run_single(
-        engine,
-        GraphBuilder(engine.registry),
-        "core/save_file",
-        {"value": ("text", "x")},
-        output="path",
-        path="/etc/evil.txt",
-    )
+    r = save("/etc/evil.txt")
     assert r.status == "failed" and "outside every folder nodes may use" in (r.error or "")
 
 
