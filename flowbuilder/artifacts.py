@@ -159,9 +159,10 @@ class ArtifactStore:
         """
         target = self._target(ref.id)
         if not target.is_file():
+            # the store's folder is not named: this message reaches HTTP answers
             raise NodeError(
-                f"artifact {ref.id[:12]}… ({ref.name or ref.kind}) is not in the "
-                f"store at {self.root}"
+                f"artifact {ref.id[:12]}… ({ref.name or ref.kind}) is not in the artifact "
+                "store; upload it again (POST /api/v1/artifacts) or re-run the node that made it"
             )
         return target
 

@@ -1,8 +1,10 @@
 """``flowbuilder secrets``, ``flowbuilder providers`` and ``flowbuilder models``.
 
 Secrets are set from ``--value``, standard input (``echo $KEY | flowbuilder secrets set
-OPENAI_API_KEY``) or a hidden prompt; they are never printed. Exit code 1 for a bad
-name, URL or an unreadable store.
+OPENAI_API_KEY --for openai``) or a hidden prompt; they are never printed. ``--for``
+(and ``secrets scope``) says which endpoints a secret may be sent to (see
+:mod:`flowbuilder.providers.credentials`). Exit code 1 for a bad name, URL, scope or an
+unreadable store.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -44,6 +46,16 @@ def _fail(exc: FlowbuilderError) -> typer.Exit:
 # ---- secrets -------------------------------------------------------------------------
 
 
+ScopeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--for",
+        metavar="ENDPOINTS",
+        help="comma-separated endpoints the secret may be sent to, e.g. openai,vllm",
+    ),
+]
+
+
 @secrets_app.command("set")
 def secrets_set(
     name: Annotated[str, typer.Argument(help="secret name, e.g. OPENAI_API_KEY")],
@@ -51,45 +63,90 @@ def secrets_set(
         str | None,
         typer.Option("--value", help="the value (else read from standard input or a prompt)"),
     ] = None,
+    scope: ScopeOption = None,
 ) -> None:
-    """Store a secret (encrypted). Nodes refer to it by NAME."""
-    from flowbuilder.secrets import SecretStore
+    """Store a secret (encrypted). Nodes refer to it by NAME; it is sent only to the
+    endpoints named with --for (without --for: an existing secret keeps its scope, a new
+    one goes only to the endpoint that names it as its key)."""
+    from flowbuilder.secrets import SecretStore, parse_scope
 
+    try:
+        endpoints = parse_scope(scope) if scope is not None else None
+    except FlowbuilderError as exc:
+        raise _fail(exc) from None
     if value is None:
         if sys.stdin.isatty():
             value = typer.prompt(f"value for {name}", hide_input=True)
         else:
             value = sys.stdin.read().strip("\r\n")
     try:
-        SecretStore(_home()).set(name, value or "")
+        store = SecretStore(_home())
+        store.set(name, value or "", scope=endpoints)
+        stored_scope = store.scope(name)
     except FlowbuilderError as exc:
         raise _fail(exc) from None
-    err.print(f"stored secret [bold]{escape(name)}[/]")
+    err.print(f"stored secret [bold]{escape(name)}[/] ({escape(_scope_text(stored_scope))})")
+
+
+@secrets_app.command("scope")
+def secrets_scope(
+    name: Annotated[str, typer.Argument(help="a stored secret's name")],
+    scope: ScopeOption = None,
+    clear: Annotated[
+        bool,
+        typer.Option("--clear", help="remove the scope: only endpoints naming it as their key"),
+    ] = False,
+) -> None:
+    """Change where a stored secret may be sent: --for openai,vllm, or --clear."""
+    from flowbuilder.secrets import SecretError, SecretStore, parse_scope
+
+    try:
+        if (scope is not None) == clear:  # exactly one of the two
+            raise SecretError("give either --for ENDPOINTS or --clear")
+        endpoints = parse_scope(scope) if scope is not None else None
+        SecretStore(_home()).set_scope(name, endpoints)
+    except FlowbuilderError as exc:
+        raise _fail(exc) from None
+    err.print(f"secret [bold]{escape(name)}[/]: {escape(_scope_text(endpoints))}")
+
+
+def _scope_text(scope: tuple[str, ...] | None) -> str:
+    if scope is None:
+        return "no scope: sent only to an endpoint that names it as its key"
+    return "may be sent to " + ", ".join(scope)
 
 
 @secrets_app.command("list")
 def secrets_list(as_json: JsonOption = False) -> None:
-    """List secret names (never values): stored ones, and well-known environment keys."""
+    """List secret names (never values) with their scopes: stored ones, and well-known
+    environment keys (those go only to their own provider)."""
     import os
 
     from flowbuilder.secrets import WELL_KNOWN_ENV, SecretStore
 
     try:
-        stored = SecretStore(_home()).names()
+        stored = SecretStore(_home()).scopes()
     except FlowbuilderError as exc:
         raise _fail(exc) from None
     env = [n for n in WELL_KNOWN_ENV[:2] if os.environ.get(n) and n not in stored]
-    rows = [{"name": n, "source": "store"} for n in stored]
-    rows += [{"name": n, "source": "environment"} for n in env]
+    rows: list[dict[str, Any]] = [
+        {"name": n, "source": "store", "scope": list(s) if s is not None else None}
+        for n, s in stored.items()
+    ]
+    rows += [{"name": n, "source": "environment", "scope": None} for n in env]
     if as_json:
         out.print_json(data=rows)
         return
     if not rows:
-        err.print("no secrets: add one with `flowbuilder secrets set NAME`")
+        err.print("no secrets: add one with `flowbuilder secrets set NAME --for ENDPOINTS`")
         return
     for row in rows:
-        note = "" if row["source"] == "store" else "  [dim](environment)[/]"
-        out.print(f"{escape(row['name'])}{note}")
+        if row["source"] == "store":
+            scope = row["scope"]
+            note = "→ " + ", ".join(scope) if scope else "[dim](no scope)[/]"
+        else:
+            note = "[dim](environment)[/]"
+        out.print(f"{escape(row['name'])}  {note}")
 
 
 @secrets_app.command("delete")

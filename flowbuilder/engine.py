@@ -24,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 from flowbuilder import events
 from flowbuilder.artifacts import ArtifactStore
 from flowbuilder.cache import MemoryCache
+from flowbuilder.datadir import secure_home
 from flowbuilder.errors import InputError, NodeError
 from flowbuilder.executors import Executor, make_executor
 from flowbuilder.graph import Graph
@@ -55,6 +56,7 @@ class Engine:
     ) -> None:
         self.registry = registry if registry is not None else default_registry()
         self.settings = settings or Settings.from_env()
+        secure_home(self.settings.home)  # 0700, its files 0600, fixed at every start
         self.artifacts = ArtifactStore(self.settings.artifacts_root)
         self.models = ModelCache(self.settings.model_memory_mb)
         self.cache = MemoryCache() if cache else None

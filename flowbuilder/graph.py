@@ -279,18 +279,24 @@ def save_graph(graph: Graph, path: str | os.PathLike[str]) -> None:
     write_atomic(Path(path), graph.dumps().encode("utf-8"))
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see either the old or the new file, never half."""
+def write_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` so readers see either the old or the new file, never half.
+
+    The file gets ``mode`` (e.g. ``0o600`` for a private file, whatever mode it had), or
+    else the mode it had, or the usual umask mode for a new file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        # mkstemp creates 0600; give the file the mode it had, or the usual umask mode.
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
+        # mkstemp creates 0600; give the file the mode asked for, the one it had, or the
+        # usual umask mode.
+        if mode is None:
+            try:
+                mode = path.stat().st_mode & 0o777
+            except FileNotFoundError:
+                umask = os.umask(0)
+                os.umask(umask)
+                mode = 0o666 & ~umask
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

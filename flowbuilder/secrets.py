@@ -1,14 +1,21 @@
-"""Credentials: a secret store encrypted at rest, an environment fallback, and redaction.
+"""Credentials: a secret store encrypted at rest, with scopes, and redaction.
 
 Nodes name a credential (``credential="OPENAI_API_KEY"``); the value never enters a
-graph file. :meth:`SecretStore.resolve` looks the name up in the encrypted store first,
-then in the environment variable of the same name (so ``OPENAI_API_KEY`` and
-``ANTHROPIC_API_KEY`` work without storing anything).
+graph file. Each stored secret has a *scope*: the endpoints (provider names such as
+``openai``, ``vllm``) it may be sent to, or None for a secret stored without one (every
+secret stored before scopes existed). Which secret an endpoint may receive is decided in
+:mod:`flowbuilder.providers.credentials`; this module only keeps names, values and
+scopes. :meth:`SecretStore.resolve` looks a name up in the store, then in the
+environment variable of the same name (the provider's own default variable, such as
+``OPENAI_API_KEY``, works without storing anything).
 
 The store is ``FLOWBUILDER_HOME/secrets.enc``: one Fernet token (AES-128-CBC with
-HMAC-SHA256, from the ``cryptography`` package) holding a JSON object of values by name,
-written atomically with mode 0600. The key is ``FLOWBUILDER_SECRET_KEY`` when set (a
-Fernet key, or any passphrase, which is stretched with scrypt), else the key file
+HMAC-SHA256, from the ``cryptography`` package) holding the JSON object
+``{"version": 2, "secrets": {name: value}, "scopes": {name: [endpoint, ...]}}``, written
+atomically with mode 0600. Files without ``version`` and ``scopes`` (written before
+scopes existed) are read as unscoped secrets; a secret missing from ``scopes`` is
+unscoped. The key is ``FLOWBUILDER_SECRET_KEY`` when set (a Fernet key, or any
+passphrase, which is stretched with scrypt), else the key file
 ``FLOWBUILDER_HOME/secret.key``, created with mode 0600 on first use.
 
 Every value the process has seen (stored, or read from the environment for a
@@ -27,7 +34,8 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +45,7 @@ from flowbuilder.graph import write_atomic
 KEY_ENV = "FLOWBUILDER_SECRET_KEY"
 STORE_FILE = "secrets.enc"
 KEY_FILE = "secret.key"
+STORE_VERSION = 2
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 REDACTED = "[redacted]"
 MIN_REDACT_LEN = 4
@@ -188,11 +197,23 @@ def _key_from_text(text: str) -> bytes:
 # ---- the store ---------------------------------------------------------------------
 
 
+Scope = tuple[str, ...] | None
+"""The endpoints a secret may be sent to (sorted), or None: stored without a scope."""
+
+
+@dataclass(frozen=True)
+class _Contents:
+    values: dict[str, str] = field(default_factory=dict)
+    scopes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
 class SecretStore:
-    """Named secrets in ``home/secrets.enc``, encrypted with Fernet.
+    """Named secrets and their scopes in ``home/secrets.enc``, encrypted with Fernet.
 
     Safe to share between threads; the file is re-read when another process changed
     it, and writes take a lock file so two processes never lose each other's update.
+    Messages name the files as ``FLOWBUILDER_HOME/...``, never by their full path (they
+    can reach an HTTP answer through a failed run).
 
     Raises:
         SecretError: from every method, when the file cannot be decrypted with the key
@@ -205,7 +226,7 @@ class SecretStore:
         self.key_path = self.home / KEY_FILE
         self._key_text = key
         self._lock = threading.RLock()
-        self._cache: dict[str, str] | None = None
+        self._cache: _Contents | None = None
         self._stamp: tuple[int, int] | None = None
 
     # -- key
@@ -223,8 +244,8 @@ class SecretStore:
                 return None
         except ValueError:
             raise SecretError(
-                f"the key file {self.key_path} is damaged (not a Fernet key); restore it "
-                f"or set {KEY_ENV}"
+                f"the key file FLOWBUILDER_HOME/{KEY_FILE} is damaged (not a Fernet key); "
+                f"restore it or set {KEY_ENV}"
             ) from None
         return Fernet(self._create_key_file())
 
@@ -248,54 +269,74 @@ class SecretStore:
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def _load(self) -> dict[str, str]:
-        """The decrypted values (cached until the file changes)."""
+    def _load(self) -> _Contents:
+        """The decrypted values and scopes (cached until the file changes)."""
         with self._lock:
             stamp = self._file_stamp()
             if self._cache is not None and stamp == self._stamp:
                 return self._cache
-            values: dict[str, str] = {}
+            contents = _Contents()
             if stamp is not None:
-                values = self._decrypt(self.path.read_bytes())
-            for value in values.values():
+                contents = self._decrypt(self.path.read_bytes())
+            for value in contents.values.values():
                 remember_secret(value)
-            self._cache, self._stamp = values, stamp
-            return values
+            self._cache, self._stamp = contents, stamp
+            return contents
 
-    def _decrypt(self, token: bytes) -> dict[str, str]:
+    def _decrypt(self, token: bytes) -> _Contents:
         from cryptography.fernet import InvalidToken
 
         fernet = self._fernet(create=False)
-        source = f"${KEY_ENV}" if (self._key_text or os.environ.get(KEY_ENV)) else self.key_path
+        where = f"FLOWBUILDER_HOME/{STORE_FILE}"
+        source = f"${KEY_ENV}" if (self._key_text or os.environ.get(KEY_ENV)) else KEY_FILE
         if fernet is None:
             raise SecretError(
-                f"cannot read {self.path}: its key file {self.key_path} is missing; restore "
-                f"it or set {KEY_ENV} to the key the store was written with"
+                f"cannot read {where}: its key file FLOWBUILDER_HOME/{KEY_FILE} is missing; "
+                f"restore it or set {KEY_ENV} to the key the store was written with"
             )
         try:
             data = json.loads(fernet.decrypt(token.strip()))
         except InvalidToken:
             raise SecretError(
-                f"cannot decrypt {self.path}: {source} is not the key it was written with"
+                f"cannot decrypt {where}: {source} is not the key it was written with"
             ) from None
         secrets = data.get("secrets") if isinstance(data, dict) else None
         if not isinstance(secrets, dict):
-            raise SecretError(f"{self.path} does not hold a secret store")
-        return {str(k): str(v) for k, v in secrets.items()}
+            raise SecretError(f"{where} does not hold a secret store")
+        values = {str(k): str(v) for k, v in secrets.items()}
+        raw_scopes = data.get("scopes") or {}
+        scopes = {
+            str(k): tuple(sorted({str(e) for e in v}))
+            for k, v in (raw_scopes.items() if isinstance(raw_scopes, dict) else ())
+            if str(k) in values and isinstance(v, list)
+        }
+        return _Contents(values, scopes)
 
     def names(self) -> list[str]:
         """The stored secret names, sorted (never their values)."""
-        return sorted(self._load())
+        return sorted(self._load().values)
+
+    def scopes(self) -> dict[str, Scope]:
+        """Every stored secret's scope by name, sorted by name (never their values)."""
+        contents = self._load()
+        return {n: contents.scopes.get(n) for n in sorted(contents.values)}
+
+    def scope(self, name: str) -> Scope:
+        """The endpoints stored secret ``name`` may be sent to; None when it has no scope
+        (or is not stored)."""
+        return self._load().scopes.get(name)
 
     def get(self, name: str) -> str | None:
         """The stored value of ``name``, or None (the environment is not consulted)."""
-        return self._load().get(name)
+        return self._load().values.get(name)
 
     def resolve(self, name: str) -> tuple[str, str] | None:
         """The value for credential ``name`` and where it came from.
 
         Looks in the store, then in the environment variable ``name``. Returns
         ``(value, "store" | "env")`` or None. The value is remembered for redaction.
+        This says nothing about where the value may be sent: callers that send it go
+        through :func:`flowbuilder.providers.credentials.api_key`.
         """
         value = self.get(name)
         if value is not None:
@@ -313,6 +354,7 @@ class SecretStore:
     def _write_lock(self) -> Iterator[None]:
         self.home.mkdir(parents=True, exist_ok=True)
         with self._lock, open(self.home / ".secrets.lock", "a") as fh:
+            os.chmod(fh.fileno(), 0o600)
             try:
                 import fcntl
 
@@ -321,46 +363,78 @@ class SecretStore:
                 pass
             yield
 
-    def _save(self, values: dict[str, str]) -> None:
+    def _save(self, contents: _Contents) -> None:
         fernet = self._fernet(create=True)
-        token = fernet.encrypt(json.dumps({"secrets": values}, sort_keys=True).encode("utf-8"))
-        if not self.path.exists():
-            # write_atomic keeps an existing file's mode: start from 0600
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
-            os.close(fd)
-        os.chmod(self.path, 0o600)
+        data = {
+            "version": STORE_VERSION,
+            "secrets": contents.values,
+            "scopes": {n: list(s) for n, s in contents.scopes.items() if n in contents.values},
+        }
+        token = fernet.encrypt(json.dumps(data, sort_keys=True).encode("utf-8"))
         try:
-            write_atomic(self.path, token + b"\n")
+            write_atomic(self.path, token + b"\n", mode=0o600)
         except OSError as exc:
-            raise SecretError(f"cannot write {self.path}: {exc.strerror}") from None
-        self._cache, self._stamp = dict(values), self._file_stamp()
+            raise SecretError(
+                f"cannot write FLOWBUILDER_HOME/{STORE_FILE}: {exc.strerror}"
+            ) from None
+        self._cache, self._stamp = contents, self._file_stamp()
 
-    def set(self, name: str, value: str) -> None:
+    def set(self, name: str, value: str, *, scope: Iterable[str] | None = None) -> None:
         """Store ``value`` under ``name`` (replacing an old value).
+
+        ``scope`` names the endpoints it may be sent to (see :meth:`set_scope`); None
+        keeps the scope an existing secret has (a new one then has none).
 
         Raises:
             SecretError: an invalid name (letters, digits, ``_ . -``; not starting with a
-                digit) or an empty value.
+                digit), an empty value, or an invalid endpoint name in ``scope``.
         """
         check_name(name)
         if not value:
             raise SecretError(f"secret '{name}' needs a value (it is empty)")
+        checked = check_scope(scope) if scope is not None else None
         remember_secret(value)
         with self._write_lock():
             self._cache = None
-            values = dict(self._load())
-            values[name] = value
-            self._save(values)
+            contents = self._load()
+            values = {**contents.values, name: value}
+            scopes = dict(contents.scopes)
+            if checked is not None:
+                scopes[name] = checked
+            self._save(_Contents(values, scopes))
 
-    def delete(self, name: str) -> bool:
-        """Remove ``name``; returns False when there was no such secret."""
+    def set_scope(self, name: str, scope: Iterable[str] | None) -> None:
+        """Let stored secret ``name`` be sent only to the endpoints in ``scope`` (names
+        of providers, e.g. ``["openai", "vllm"]``); None removes its scope (see
+        :mod:`flowbuilder.providers.credentials` for what an unscoped secret may do).
+
+        Raises:
+            SecretError: no stored secret has that name, or an endpoint name is invalid.
+        """
+        checked = check_scope(scope) if scope is not None else None
         with self._write_lock():
             self._cache = None
-            values = dict(self._load())
-            if name not in values:
+            contents = self._load()
+            if name not in contents.values:
+                raise SecretError(
+                    f"no stored secret named '{name}': store it first with "
+                    f"`flowbuilder secrets set {name}`"
+                )
+            scopes = {n: s for n, s in contents.scopes.items() if n != name}
+            if checked is not None:
+                scopes[name] = checked
+            self._save(_Contents(dict(contents.values), scopes))
+
+    def delete(self, name: str) -> bool:
+        """Remove ``name`` (and its scope); returns False when there was no such secret."""
+        with self._write_lock():
+            self._cache = None
+            contents = self._load()
+            if name not in contents.values:
                 return False
-            del values[name]
-            self._save(values)
+            values = {n: v for n, v in contents.values.items() if n != name}
+            scopes = {n: s for n, s in contents.scopes.items() if n != name}
+            self._save(_Contents(values, scopes))
             return True
 
 
@@ -371,3 +445,34 @@ def check_name(name: str) -> None:
             f"'{name}' is not a valid secret name: use letters, digits, '_', '.' or '-', "
             "starting with a letter or '_' (at most 128 characters)"
         )
+
+
+def check_scope(scope: Iterable[str]) -> tuple[str, ...]:
+    """``scope`` as a sorted tuple of distinct endpoint names (blank entries dropped).
+
+    Raises:
+        SecretError: an entry cannot name an endpoint, or none is left.
+    """
+    from flowbuilder.providers.config import ProviderConfigError, check_endpoint_name
+
+    names = sorted({s.strip() for s in scope if s.strip()})
+    if not names:
+        raise SecretError(
+            "a scope names at least one endpoint (e.g. openai,vllm); to let a secret go "
+            "only where an endpoint names it as its key, remove its scope instead"
+        )
+    for name in names:
+        try:
+            check_endpoint_name(name)
+        except ProviderConfigError as exc:
+            raise SecretError(f"scope: {exc}") from None
+    return tuple(names)
+
+
+def parse_scope(text: str) -> tuple[str, ...]:
+    """A comma-separated list of endpoints (``"openai, vllm"``) as a checked scope.
+
+    Raises:
+        SecretError: as :func:`check_scope`.
+    """
+    return check_scope(text.split(","))

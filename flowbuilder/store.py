@@ -66,6 +66,7 @@ from sqlalchemy.pool import NullPool
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from flowbuilder import events
+from flowbuilder.datadir import private_sqlite
 from flowbuilder.errors import FlowbuilderError
 from flowbuilder.graph import Graph
 from flowbuilder.settings import Settings
@@ -357,7 +358,7 @@ def make_engine(url: str | sa.URL, *, foreign_keys: bool = True, **kwargs: Any) 
     if engine.dialect.name == "sqlite":
         db = engine.url.database
         if db and db != ":memory:" and not db.startswith("file:"):
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(Path(db).expanduser())  # mode 0600, and so its -wal and -shm
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:

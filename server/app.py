@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nicegui import app, ui
+from nicegui.storage import Storage
 
+from flowbuilder.datadir import sessions_dir
 from flowbuilder.engine import Engine
 from flowbuilder.errors import GraphFileError
 from flowbuilder.graph import load_graph
@@ -101,6 +103,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     from server.api.auth import require_for_host, storage_secret
 
     auth = require_for_host(host)  # the login keeps its key in app.storage.user
+    # sessions live in the private data directory, not in .nicegui under the current folder
+    Storage.path = sessions_dir(fb.engine.settings.home)
     ui.run(
         storage_secret=storage_secret(fb.engine.settings.home) if auth else None,
         fastapi_docs=True,

@@ -815,16 +815,15 @@ export default {
       }
       const body = new FormData();
       body.append("file", file, file.name);
-      // kept in the workspace: Load File reads it by its path there
-      const response = await fetch("/api/v1/files", { method: "POST", body });
+      const response = await fetch("/api/v1/artifacts", { method: "POST", body });
       if (!response.ok) {
         this.$emit("notify", { message: `Upload of ${file.name} failed (${response.status})`, type: "negative" });
         return;
       }
       const ref = await response.json();
       const kind = ["audio", "image"].includes(ref.kind) ? ref.kind : ref.kind === "document" ? "text" : "file";
-      this.addNode("core/load_file", pos, { path: ref.path, kind });
-      this.$emit("notify", { message: `Added ${file.name} as a Load File node (${kind})`, type: "positive" });
+      // the answer names the artifact, not where the server keeps it: the page adds the node
+      this.$emit("file_dropped", { id: ref.id, name: ref.name, kind, pos: [pos[0], pos[1]] });
     },
     installLinkRefusal() {
       // Tell the user why a link was refused, at the moment it is dropped.

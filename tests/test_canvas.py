@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -393,10 +394,21 @@ def test_settings_page_stores_secret_names_only(page: Page, server: tuple[str, P
     page.goto(base + "/settings")
     page.get_by_test_id("secret-name").fill("DEMO_KEY")
     page.get_by_test_id("secret-value").fill("sk-test-value-never-shown-123")
+    page.get_by_test_id("secret-scope").fill("vllm, openai")
     page.get_by_test_id("secret-save").click()
     expect(page.get_by_test_id("secret-DEMO_KEY")).to_be_visible()
+    expect(page.get_by_test_id("scope-DEMO_KEY")).to_have_text("may be sent to openai, vllm")
     assert "sk-test-value-never-shown-123" not in page.content()
     assert b"sk-test-value-never-shown-123" not in (home / "secrets.enc").read_bytes()
+    page.get_by_test_id("scope-input-DEMO_KEY").fill("")
+    page.get_by_test_id("scope-save-DEMO_KEY").click()
+    expect(page.get_by_test_id("scope-DEMO_KEY")).to_contain_text("no scope")
+    page.get_by_test_id("scope-input-DEMO_KEY").fill("ollama")
+    page.get_by_test_id("scope-save-DEMO_KEY").click()
+    expect(page.get_by_test_id("scope-DEMO_KEY")).to_have_text("may be sent to ollama")
+    from flowbuilder.secrets import SecretStore
+
+    assert SecretStore(home).scope("DEMO_KEY") == ("ollama",)
     expect(page.get_by_test_id("providers-table")).to_contain_text("ollama")
     expect(page.get_by_test_id("models-table")).to_contain_text("local:smollm2")
 
@@ -425,9 +437,10 @@ def test_generated_image_shows_as_thumbnail_and_enlarges(
     from flowbuilder.registry import default_registry
 
     base, home = server
+    shutil.copytree(tiny_sd, home / "files" / "tiny-sd", dirs_exist_ok=True)  # in the workspace
     b = GraphBuilder(default_registry())
     text = b.add("core/text", text="a red fox in the snow")
-    gen = b.add("image/generate", model=f"local:{tiny_sd}", steps=2, seed=1)
+    gen = b.add("image/generate", model="local:tiny-sd", steps=2, seed=1)
     b.link(text, "text", gen, "prompt")
     _open_stored_flow(page, base, home, "Thumbnail", b.build())
     page.get_by_test_id("run").click()

@@ -32,15 +32,39 @@ def test_secrets_set_list_delete(tmp_path: Path) -> None:
     home = tmp_path / "home"
     done = fb(home, "secrets", "set", "OPENAI_API_KEY", stdin="sk-from-stdin-123456\n")
     assert done.returncode == 0, done.stderr
-    assert fb(home, "secrets", "set", "OTHER_KEY", "--value", "other-999999").returncode == 0
+    other = fb(home, "secrets", "set", "OTHER_KEY", "--value", "other-999999", "--for", "vllm,ai")
+    assert other.returncode == 0 and "may be sent to ai, vllm" in other.stderr, other.stderr
     assert SecretStore(home).get("OPENAI_API_KEY") == "sk-from-stdin-123456"
     listed = fb(home, "secrets", "list")
-    assert listed.stdout.split() == ["OPENAI_API_KEY", "OTHER_KEY"]
+    assert listed.stdout.split() == [
+        "OPENAI_API_KEY",
+        "(no",
+        "scope)",
+        "OTHER_KEY",
+        "→",
+        "ai,",
+        "vllm",
+    ]
     as_json = json.loads(fb(home, "secrets", "list", "--json").stdout)
     assert as_json == [
-        {"name": "OPENAI_API_KEY", "source": "store"},
-        {"name": "OTHER_KEY", "source": "store"},
+        {"name": "OPENAI_API_KEY", "source": "store", "scope": None},
+        {"name": "OTHER_KEY", "source": "store", "scope": ["ai", "vllm"]},
     ]
+    # a new value keeps the scope; `secrets scope` changes or clears it
+    assert fb(home, "secrets", "set", "OTHER_KEY", "--value", "other-888888").returncode == 0
+    assert SecretStore(home).scope("OTHER_KEY") == ("ai", "vllm")
+    assert fb(home, "secrets", "scope", "OTHER_KEY", "--for", "openai").returncode == 0
+    assert SecretStore(home).scope("OTHER_KEY") == ("openai",)
+    assert fb(home, "secrets", "scope", "OTHER_KEY", "--clear").returncode == 0
+    assert SecretStore(home).scope("OTHER_KEY") is None
+    for args, message in (
+        (("scope", "NOPE", "--for", "openai"), "no stored secret named 'NOPE'"),
+        (("scope", "OTHER_KEY"), "give either --for ENDPOINTS or --clear"),
+        (("scope", "OTHER_KEY", "--for", "Bad Name"), "cannot name an endpoint"),
+        (("set", "X_KEY", "--value", "v1234", "--for", ","), "names at least one endpoint"),
+    ):
+        proc = fb(home, "secrets", *args)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
     every_output = "".join(
         p.stdout + p.stderr for p in (done, listed, fb(home, "secrets", "list", "--json"))
     )
@@ -82,6 +106,13 @@ def test_providers_add_list_remove(tmp_path: Path) -> None:
     }
     table = fb(home, "providers", "list").stdout
     assert "lmstudio" in table and "LMSTUDIO_KEY (not set)" in table
+    # written private; a file other users may write is not trusted
+    assert (home / "providers.json").stat().st_mode & 0o777 == 0o600
+    (home / "providers.json").chmod(0o666)
+    loose = fb(home, "providers", "list")
+    assert loose.returncode == 1 and "may be written by other users (mode 666)" in loose.stderr
+    assert str(home) not in loose.stderr, "the message names FLOWBUILDER_HOME, not the path"
+    (home / "providers.json").chmod(0o600)
     assert fb(home, "providers", "remove", "lmstudio").returncode == 0
     again = fb(home, "providers", "remove", "lmstudio")
     assert again.returncode == 1 and "is not configured" in again.stderr

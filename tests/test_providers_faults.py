@@ -228,7 +228,7 @@ def test_wrong_key_401_is_not_retried(
     oai, anth = servers
     oai.state.reset(api_key="right-key-123")
     anth.state.reset(api_key="right-key-123")
-    SecretStore(home).set("TEST_KEY", "wrong-key-456")
+    SecretStore(home).set("TEST_KEY", "wrong-key-456", scope=["testoai"])
     engine = make_engine(registry, shared_models)
     result, events = run_graph(engine, chat_graph(registry, OAI, credential="TEST_KEY"))
     assert result.status == "failed"
@@ -237,9 +237,9 @@ def test_wrong_key_401_is_not_retried(
         f"'testoai' ({oai.url}/v1) rejected the API key for model 'smollm2' (HTTP 401: "
         "Incorrect API key provided: [redacted]."
     )
+    # a node's credential is a stored secret: the environment is not suggested for it
     assert (result.error or "").endswith(
-        "check the secret 'TEST_KEY' (`flowbuilder secrets set TEST_KEY`) or the TEST_KEY "
-        "environment variable"
+        "check the secret 'TEST_KEY' (`flowbuilder secrets set TEST_KEY`)"
     )
     result, events = run_graph(engine, chat_graph(registry, ANTH))
     assert len(starts(events)) == 1 and len(anth.state.requests(MESSAGES)) == 1

@@ -284,7 +284,8 @@ def list_providers(home: Path) -> list[dict[str, Any]]:
     Each: ``name`` (the model-id prefix), ``kind`` (``local``, ``openai``,
     ``openai_compatible``, ``anthropic``), ``base_url``, ``credential`` (the secret's
     name, never its value), ``credential_state`` (``"NAME (store)"``, ``"NAME
-    (environment)"``, ``"NAME (not set)"``, ``"none needed"``), ``source``
+    (environment)"``, ``"NAME (not set)"``, ``"NAME (store; its scope leaves out this
+    endpoint)"``, ``"none needed"``), ``source``
     (``built-in`` / ``configured``), ``suggested_models`` and
     ``suggested_embedding_models`` (free text is always allowed), ``timeout_s``.
 
@@ -295,21 +296,27 @@ def list_providers(home: Path) -> list[dict[str, Any]]:
         BUILTIN,
         SUGGESTED_EMBEDDING_MODELS,
         SUGGESTED_MODELS,
+        Endpoint,
         ProviderConfig,
     )
+    from flowbuilder.providers.credentials import scope_refusal
     from flowbuilder.secrets import SecretError, SecretStore
 
     store = SecretStore(home)
 
-    def state(name: str | None) -> str:
+    def state(endpoint: Endpoint) -> str:
+        name = endpoint.api_key_secret
         if name is None:
             return "none needed"
         try:
             found = store.resolve(name)
+            refused = found is not None and scope_refusal(endpoint, name, store) is not None
         except SecretError:
             return f"{name} (store unreadable)"
         if found is None:
             return f"{name} (not set)"
+        if refused:
+            return f"{name} (store; its scope leaves out this endpoint)"
         return f"{name} ({'store' if found[1] == 'store' else 'environment'})"
 
     local = list_local_models(home)
@@ -338,7 +345,7 @@ def list_providers(home: Path) -> list[dict[str, Any]]:
                 "kind": e.kind,
                 "base_url": e.base_url,
                 "credential": e.api_key_secret,
-                "credential_state": state(e.api_key_secret),
+                "credential_state": state(e),
                 "source": "configured" if name in stored else "built-in",
                 "suggested_models": list(SUGGESTED_MODELS[e.kind]) if builtin else [],
                 "suggested_embedding_models": list(SUGGESTED_EMBEDDING_MODELS[e.kind])

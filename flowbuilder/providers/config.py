@@ -1,7 +1,7 @@
 """Provider settings: base URLs, named OpenAI-compatible endpoints, timeouts.
 
-Kept in ``FLOWBUILDER_HOME/providers.json`` (plain JSON, written atomically; it holds the
-*names* of secrets, never their values)::
+Kept in ``FLOWBUILDER_HOME/providers.json`` (plain JSON, written atomically with mode 0600;
+it holds the *names* of secrets, never their values)::
 
     {"version": 1,
      "endpoints": {
@@ -17,7 +17,9 @@ for ``openai``), and removing it restores the built-in.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import threading
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,7 @@ from flowbuilder.errors import FlowbuilderError
 from flowbuilder.graph import write_atomic
 
 CONFIG_FILE = "providers.json"
+WHERE = f"FLOWBUILDER_HOME/{CONFIG_FILE}"
 ENDPOINT_NAME = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
 RESERVED = ("local", "bundled")
 
@@ -109,11 +112,31 @@ def check_base_url(url: str) -> None:
         )
 
 
+def _check_written_by_us(st: os.stat_result) -> None:
+    """Refuse a providers.json that another user owns or may write: its endpoints decide
+    where API keys are sent, so only a file flowbuilder wrote (mode 0600) is trusted."""
+    if st.st_uid != os.geteuid():
+        raise ProviderConfigError(
+            f"{WHERE} belongs to another user (uid {st.st_uid}); endpoint definitions are "
+            "read only from a file this user wrote (`flowbuilder providers add-endpoint`)"
+        )
+    if st.st_mode & 0o022:
+        raise ProviderConfigError(
+            f"{WHERE} may be written by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"check its endpoints, then `chmod 600` it"
+        )
+
+
 class ProviderConfig:
     """Reads and writes ``providers.json`` under ``home``; re-reads it when it changes.
 
+    Only the CLI (``flowbuilder providers``) and the Settings page write it, with mode
+    0600; a file another user owns or may write is refused. Messages name it
+    ``FLOWBUILDER_HOME/providers.json``, never by its full path.
+
     Raises:
-        ProviderConfigError: the file is not valid JSON or holds invalid endpoints.
+        ProviderConfigError: the file is not valid JSON, holds invalid endpoints, or is
+            owned or writable by another user.
     """
 
     def __init__(self, home: Path) -> None:
@@ -133,13 +156,14 @@ class ProviderConfig:
                 return self._stored
             stored: dict[str, Endpoint] = {}
             if stamp is not None:
+                _check_written_by_us(st)
                 try:
                     data = json.loads(self.path.read_text(encoding="utf-8"))
                     for name, raw in (data.get("endpoints") or {}).items():
                         stored[name] = Endpoint.model_validate({**raw, "name": name})
                 except (OSError, ValueError, AttributeError) as exc:
                     msg = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-                    raise ProviderConfigError(f"cannot read {self.path}: {msg}") from None
+                    raise ProviderConfigError(f"cannot read {WHERE}: {msg}") from None
             self._stored, self._stamp = stored, stamp
             return stored
 
@@ -162,7 +186,7 @@ class ProviderConfig:
                 for n, e in sorted(stored.items())
             },
         }
-        write_atomic(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+        write_atomic(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"), mode=0o600)
 
     def add(
         self,

@@ -1,4 +1,7 @@
-"""What the remote providers share: endpoints as providers, API keys, and faults.
+"""What the remote providers share: endpoints as providers, and faults.
+
+API keys and their scopes are decided in :mod:`flowbuilder.providers.credentials`
+(``api_key`` is re-exported here for the providers).
 
 Fault handling (the same for OpenAI, Anthropic and OpenAI-compatible servers):
 
@@ -28,12 +31,11 @@ from typing import Any
 from flowbuilder.errors import NodeError, RetryableError
 from flowbuilder.providers import ChatProvider, ContextTooLong
 from flowbuilder.providers.config import Endpoint, ProviderConfig
+from flowbuilder.providers.credentials import api_key as api_key  # used by the providers
+from flowbuilder.providers.credentials import endpoint_keys
 from flowbuilder.secrets import SecretStore, redact
 
 MAX_RETRY_AFTER_S = 60.0
-NO_KEY = "no-key"
-"""Sent as the API key to endpoints configured without one (the openai SDK insists on
-a key; Ollama, vLLM and llama.cpp ignore it)."""
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -77,25 +79,6 @@ class RemoteProviders:
                 provider = OpenAIProvider(endpoint, self.secrets)
             self._cache[name] = (endpoint, provider)
             return provider
-
-
-def api_key(endpoint: Endpoint, secrets: SecretStore, credential: str | None) -> str:
-    """The API key for a call: the node's ``credential``, else the endpoint's secret.
-
-    Raises:
-        NodeError: the named secret is neither stored nor in the environment.
-    """
-    name = credential or endpoint.api_key_secret
-    if name is None:
-        return NO_KEY
-    found = secrets.resolve(name)
-    if found is None:
-        raise NodeError(
-            f"no API key for {endpoint.label}: the secret '{name}' is not set. Store it with "
-            f"`flowbuilder secrets set {name}` (or the settings page), or set the "
-            f"environment variable {name}"
-        )
-    return found[0]
 
 
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -151,9 +134,9 @@ def status_error(
     if status in (401, 403):
         secret = credential or endpoint.api_key_secret
         what = "rejected the API key" if status == 401 else "refused access"
+        env = f" or the {secret} environment variable" if secret in endpoint_keys(endpoint) else ""
         hint = (
-            f"check the secret '{secret}' (`flowbuilder secrets set {secret}`) or the "
-            f"{secret} environment variable"
+            f"check the secret '{secret}' (`flowbuilder secrets set {secret}`){env}"
             if secret
             else f"this endpoint has no API key configured; add one with "
             f"`flowbuilder providers add-endpoint {endpoint.name} URL --api-key-secret NAME`"

@@ -48,8 +48,9 @@ def _credential_name(value: str) -> str:
 Credential = Annotated[str, AfterValidator(_credential_name)]
 
 CREDENTIAL_HELP = (
-    "name of the secret holding the API key (empty: the provider's default, e.g. "
-    "OPENAI_API_KEY); looked up in the secret store, then the environment"
+    "name of a stored secret holding the API key, scoped to the model's endpoint "
+    "(`flowbuilder secrets set NAME --for ENDPOINT`); empty: the endpoint's own key, "
+    "e.g. OPENAI_API_KEY, from the secret store or the environment"
 )
 
 

@@ -21,11 +21,11 @@ def install(app: FastAPI) -> None:
     if getattr(app.state, "fb_api_installed", False):
         return
     app.state.fb_api_installed = True
-    from server.api import auth, files, flows, openai_compat, runs
+    from server.api import auth, flows, openai_compat, runs
     from server.api.artifacts import router as artifacts_router
 
     app.state.fb_auth_required = auth.auth_required()
-    routers = (flows.router, runs.router, openai_compat.router, files.router)
+    routers = (flows.router, runs.router, openai_compat.router)
     for router in routers:
         app.include_router(router)
     app.add_middleware(auth.ApiKeyMiddleware)

@@ -1,4 +1,14 @@
-"""Artifact upload and download: ``POST /api/v1/artifacts``, ``GET /api/v1/artifacts/{id}``."""
+"""Artifact upload and download: ``POST /api/v1/artifacts``, ``GET /api/v1/artifacts/{id}``.
+
+Artifacts are served inert, since anyone who can run a flow or upload a file chooses
+their bytes and their name: ``Content-Disposition: attachment`` (a download) unless the
+recorded media type is on :data:`INLINE_TYPES` (raster images, audio, PDF — not SVG,
+which can hold script), ``X-Content-Type-Options: nosniff`` (the browser never takes
+the bytes for another type) and a Content-Security-Policy that loads nothing and
+sandboxes the document (:data:`CSP`; PDFs get :data:`PDF_CSP`, without ``sandbox``,
+which Chrome's PDF viewer refuses to run in). Answers carry the artifact's id and URL,
+never where the server keeps the file.
+"""
 
 from __future__ import annotations
 
@@ -14,11 +24,37 @@ from flowbuilder.artifacts import guess_kind
 
 router = APIRouter(prefix="/api/v1", tags=["artifacts"])
 
+INLINE_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "audio/mpeg",
+        "audio/ogg",
+        "audio/opus",
+        "audio/wav",
+        "audio/x-wav",
+        "audio/flac",
+        "audio/x-flac",
+        "audio/aac",
+        "audio/mp4",
+        "audio/webm",
+        "application/pdf",
+    }
+)
+"""Media types shown in the browser (``inline``); every other artifact is a download."""
+CSP = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox"
+PDF_CSP = "default-src 'none'; style-src 'unsafe-inline'"
+
 
 @router.post("/artifacts", status_code=201)
 async def upload(request: Request, file: UploadFile) -> dict[str, Any]:
-    """Store an uploaded file; returns its reference plus ``path`` (where the server keeps
-    it, for nodes that take a path) and ``url`` (where to download it)."""
+    """Store an uploaded file; returns its reference (``kind``, ``id``, ``name``,
+    ``mime``, ``size``) plus ``url`` (where to download it). Flow inputs of a file type
+    take the ``id``."""
     services = request.app.state.fb
     name = Path(file.filename or "upload").name
     with tempfile.NamedTemporaryFile(delete=False) as tmp:
@@ -30,23 +66,29 @@ async def upload(request: Request, file: UploadFile) -> dict[str, Any]:
         Path(tmp.name).unlink(missing_ok=True)
     return {
         **ref.model_dump(mode="json"),
-        "path": str(services.engine.artifacts.path(ref)),
         "url": f"/api/v1/artifacts/{ref.id}",
     }
 
 
 @router.get("/artifacts/{artifact_id}")
 async def download(request: Request, artifact_id: str) -> FileResponse:
-    """The artifact's bytes, with its recorded media type and file name."""
+    """The artifact's bytes, with its recorded media type and file name; a download
+    unless an image, audio or PDF type (see the module docstring)."""
     store = request.app.state.fb.engine.artifacts
     ref = store.info(artifact_id)
     if ref is None:
         raise HTTPException(404, f"no artifact {artifact_id}")
+    mime = (ref.mime or "application/octet-stream").split(";")[0].strip().lower()
+    inline = mime in INLINE_TYPES
     return FileResponse(
         store.path(ref),
-        media_type=ref.mime,
-        filename=ref.name or None,
-        content_disposition_type="inline",
+        media_type=ref.mime or "application/octet-stream",
+        filename=ref.name or ref.id,
+        content_disposition_type="inline" if inline else "attachment",
+        headers={
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": PDF_CSP if mime == "application/pdf" else CSP,
+        },
     )
 
 

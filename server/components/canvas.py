@@ -82,5 +82,11 @@ class Canvas(
     def mark_saved(self, graph_text: str | None = None) -> None:
         self.run_method("markSaved", graph_text)
 
-    def add_node(self, type_id: str, properties: dict[str, Any] | None = None) -> None:
-        self.run_method("addNode", type_id, None, properties or {})
+    def add_node(
+        self,
+        type_id: str,
+        properties: dict[str, Any] | None = None,
+        pos: list[float] | None = None,
+    ) -> None:
+        """Add a node at canvas position ``pos`` (default: the visible centre)."""
+        self.run_method("addNode", type_id, pos, properties or {})

@@ -12,11 +12,18 @@ from nicegui import background_tasks, events, ui
 
 from flowbuilder import events as ev
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
+from flowbuilder.files import FileAccess
 from flowbuilder.graph import graph_from_data
 from flowbuilder.providers.catalog import model_choices
 from flowbuilder.secrets import SecretStore
 from flowbuilder.store import NotFound
-from flowbuilder.types import REF_CLASSES, summarise, to_jsonable, why_incompatible
+from flowbuilder.types import (
+    REF_CLASSES,
+    ArtifactRef,
+    summarise,
+    to_jsonable,
+    why_incompatible,
+)
 from flowbuilder.validate import FlowInput, check
 from server.app import services
 from server.components.canvas import STATIC, Canvas
@@ -117,6 +124,14 @@ def input_widget(spec: FlowInput, values: dict[str, Any]) -> None:
 @ui.page("/flow/{flow_id}")
 async def editor_page(flow_id: str, version: int | None = None) -> None:
     fb = services()
+
+    def workspace_path(ref: ArtifactRef) -> str:
+        """An uploaded artifact copied into the workspace (``uploads/<name>``), by the
+        path a node's file parameter takes: nodes cannot name the artifact store, and
+        upload answers never say where the server keeps files."""
+        data = fb.engine.artifacts.path(ref).read_bytes()
+        return FileAccess(fb.engine.settings).save_upload(ref.name or ref.id, data)
+
     try:
         flow = fb.store.get_flow(flow_id)
         graph = fb.store.get_version(flow_id, version).graph if version else flow.graph
@@ -256,8 +271,6 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
                 ui.label(current or "no file yet").props('data-testid="param-file"')
 
                 async def on_upload(up: events.UploadEventArguments) -> None:
-                    from flowbuilder.files import FileAccess
-
                     data = await up.file.read()
                     files = FileAccess(fb.engine.settings)  # kept in the workspace
                     path = await asyncio.to_thread(files.save_upload, up.file.name, data)
@@ -275,7 +288,7 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
                     for c in model_choices(home, a.get("task") or "chat")
                 }
             else:
-                options = {"": "(none: use the environment)"}
+                options = {"": "(none: the endpoint's own key)"}
                 options.update({n: n for n in SecretStore(home).names()})
             if current and current not in options:
                 options[current] = current
@@ -319,6 +332,19 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
         ui.navigate.to(f"/flow/{new_id}")
 
     canvas.on("open_graph", on_open_graph)
+
+    async def on_file_dropped(e: events.GenericEventArguments) -> None:
+        """A file dropped on the canvas, uploaded as an artifact: a Load File node for it."""
+        ref = fb.engine.artifacts.info(str(e.args.get("id", "")))
+        if ref is None:
+            ui.notify(f"Upload of {e.args.get('name')} was not stored", type="negative")
+            return
+        kind = e.args.get("kind", "file")
+        path = await asyncio.to_thread(workspace_path, ref)
+        canvas.add_node("core/load_file", {"path": path, "kind": kind}, e.args["pos"])
+        ui.notify(f"Added {ref.name} as a Load File node ({kind})", type="positive")
+
+    canvas.on("file_dropped", on_file_dropped)
 
     def on_open_image(e: events.GenericEventArguments) -> None:
         with ui.dialog() as dialog, ui.card():

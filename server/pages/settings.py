@@ -1,5 +1,5 @@
-"""Settings: secrets (names only; values are write-only), provider endpoints, local models,
-the folders nodes may use."""
+"""Settings: secrets (names and scopes; values are write-only), provider endpoints, local
+models, the folders nodes may use."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from nicegui import ui
 from flowbuilder.errors import FlowbuilderError
 from flowbuilder.providers.catalog import list_local_models, list_providers
 from flowbuilder.providers.config import ProviderConfig
-from flowbuilder.secrets import SecretStore
+from flowbuilder.secrets import SecretStore, parse_scope
 from server.app import services
 from server.pages import frame
 from server.pages.file_roots import file_roots_section
@@ -25,19 +25,42 @@ def settings_page() -> None:
 
     @ui.refreshable
     def secret_list() -> None:
-        names = secrets.names()
-        if not names:
+        scopes = secrets.scopes()
+        if not scopes:
             ui.label(
                 "No secrets stored. Environment variables (OPENAI_API_KEY, "
-                "ANTHROPIC_API_KEY) are used when a node names none."
+                "ANTHROPIC_API_KEY) serve as their own provider's key."
             )
-        for name in names:
+        for name, scope in scopes.items():
             with ui.row().classes("items-center gap-2").props(f'data-testid="secret-{name}"'):
                 ui.label(name).classes("font-mono")
                 ui.label("••••••••").classes("text-slate-500")
+                ui.label(scope_text(scope)).classes("text-slate-400").props(
+                    f'data-testid="scope-{name}"'
+                )
+                edit = ui.input("Endpoints", value=", ".join(scope or ())).props(
+                    f'dense data-testid="scope-input-{name}"'
+                )
+                ui.button(
+                    "Save scope", on_click=lambda n=name, e=edit: save_scope(n, e.value)
+                ).props(f'flat dense data-testid="scope-save-{name}"')
                 ui.button(icon="delete", on_click=lambda n=name: remove_secret(n)).props(
                     "flat round dense color=negative"
                 )
+
+    def scope_text(scope: tuple[str, ...] | None) -> str:
+        if scope is None:
+            return "no scope: only an endpoint that names it as its key"
+        return "may be sent to " + ", ".join(scope)
+
+    def save_scope(name: str, text: str) -> None:
+        try:
+            secrets.set_scope(name, parse_scope(text) if text.strip() else None)
+        except FlowbuilderError as exc:
+            ui.notify(str(exc), type="negative")
+            return
+        secret_list.refresh()
+        provider_list.refresh()
 
     def remove_secret(name: str) -> None:
         secrets.delete(name)
@@ -45,11 +68,12 @@ def settings_page() -> None:
 
     def add_secret() -> None:
         try:
-            secrets.set(secret_name.value.strip(), secret_value.value)
+            scope = parse_scope(secret_scope.value) if secret_scope.value.strip() else None
+            secrets.set(secret_name.value.strip(), secret_value.value, scope=scope)
         except FlowbuilderError as exc:
             ui.notify(str(exc), type="negative")
             return
-        secret_name.value = secret_value.value = ""
+        secret_name.value = secret_value.value = secret_scope.value = ""
         secret_list.refresh()
         provider_list.refresh()
 
@@ -90,7 +114,9 @@ def settings_page() -> None:
         ui.label("Secrets").classes("text-xl")
         ui.label(
             "Stored encrypted in the data directory. Nodes name a secret; its value "
-            "never appears in graph files, events, run records or logs."
+            "never appears in graph files, events, run records or logs. A secret is sent "
+            "only to the endpoints it is scoped to (comma-separated provider names); one "
+            "without a scope only to an endpoint that names it as its key."
         ).classes("text-slate-400")
         secret_list()
         with ui.row().classes("items-end gap-2"):
@@ -98,6 +124,9 @@ def settings_page() -> None:
                 'data-testid="secret-name"'
             )
             secret_value = ui.input("Value", password=True).props('data-testid="secret-value"')
+            secret_scope = ui.input("For endpoints", placeholder="openai, vllm").props(
+                'data-testid="secret-scope"'
+            )
             ui.button("Save secret", on_click=add_secret).props('data-testid="secret-save"')
 
         ui.label("Providers").classes("text-xl")
