@@ -32,7 +32,8 @@ setup: $(VENV)/.installed static/node_modules/.installed
 
 setup-dev: setup $(VENV)/.installed-dev
 
-# The main job: the web app on http://127.0.0.1:8080 with the example flows.
+# The main job: the web app on http://127.0.0.1:8080 with the example flows (it prints
+# the URL with its token: opening it signs the browser in).
 run: setup
 	$(BIN)/flowbuilder serve
 

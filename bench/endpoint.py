@@ -5,7 +5,8 @@
 Two servers, each its own process on this machine:
 
 - **flow**: ``flowbuilder serve`` (NiceGUI + FastAPI, SQLite run store in a temporary
-  ``FLOWBUILDER_HOME``) with a published flow Input(text) → Template("Hello {{ text }}!")
+  ``FLOWBUILDER_HOME``; every request sends the server's token as a Bearer key, as an
+  API client does) with a published flow Input(text) → Template("Hello {{ text }}!")
   → Output(greeting), called at ``POST /api/v1/flows/{id}/run``. Every run is checked
   against the flow's typed schema, executed by the scheduler and recorded in the store.
 - **bare**: a plain FastAPI app on uvicorn with one POST route doing the same string work
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -73,6 +75,10 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], method: str = "GET") -> Non
     raise RuntimeError(f"server at {url} did not start")
 
 
+TOKEN = secrets.token_urlsafe(24)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def start_flow_server(home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     """``flowbuilder serve`` with the trivial flow published: (process, base, run path)."""
     from flowbuilder.builder import GraphBuilder
@@ -80,7 +86,9 @@ def start_flow_server(home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
 
     port = free_port()
     env = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    env["FLOWBUILDER_TOKEN"] = TOKEN
     env.pop("FLOWBUILDER_REQUIRE_AUTH", None)
+    env.pop("FLOWBUILDER_NO_AUTH", None)
     env.pop("FLOWBUILDER_DATABASE_URL", None)
     exe = str(Path(sys.executable).parent / "flowbuilder")
     proc = subprocess.Popen(
@@ -99,10 +107,13 @@ def start_flow_server(home: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     b.link(src, "value", tpl, "text")
     b.link(tpl, "text", out, "value")
     graph = b.build().to_dict()
-    flow = httpx.post(f"{base}/api/v1/flows", json={"name": "Trivial", "graph": graph}).json()
-    httpx.post(f"{base}/api/v1/flows/{flow['id']}/publish").raise_for_status()
+    made = httpx.post(
+        f"{base}/api/v1/flows", json={"name": "Trivial", "graph": graph}, headers=AUTH
+    )
+    flow = made.json()
+    httpx.post(f"{base}/api/v1/flows/{flow['id']}/publish", headers=AUTH).raise_for_status()
     path = f"/api/v1/flows/{flow['id']}/run"
-    check = httpx.post(base + path, json={"text": "bench"}).json()
+    check = httpx.post(base + path, json={"text": "bench"}, headers=AUTH).json()
     assert check["outputs"] == {"greeting": "Hello bench!"}, check
     return proc, base, path
 
@@ -143,7 +154,9 @@ async def load(
     if client_kind == "aiohttp":
         import aiohttp
 
-        session: Any = aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=clients))
+        session: Any = aiohttp.ClientSession(
+            base, connector=aiohttp.TCPConnector(limit=clients), headers=AUTH
+        )
 
         async def call(i: int) -> bool:
             async with session.post(path, json={"text": f"client {i}"}) as resp:
@@ -152,7 +165,10 @@ async def load(
 
     else:
         session = httpx.AsyncClient(
-            base_url=base, limits=httpx.Limits(max_connections=clients), timeout=30
+            base_url=base,
+            limits=httpx.Limits(max_connections=clients),
+            timeout=30,
+            headers=AUTH,
         )
 
         async def call(i: int) -> bool:
@@ -215,7 +231,7 @@ def main() -> None:
         try:
             bare = asyncio.run(load(bare_base, bare_path, args.clients, args.seconds, args.client))
             flow = asyncio.run(load(flow_base, flow_path, args.clients, args.seconds, args.client))
-            recorded = httpx.get(f"{flow_base}/api/v1/runs?limit=1").json()
+            recorded = httpx.get(f"{flow_base}/api/v1/runs?limit=1", headers=AUTH).json()
         finally:
             for proc in (flow_proc, bare_proc):
                 proc.terminate()

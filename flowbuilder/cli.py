@@ -405,12 +405,28 @@ def serve(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="TCP port")] = 8080,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="no key or token needed (loopback binds only; Host, Origin and JSON-only "
+            "checks stay)",
+        ),
+    ] = False,
 ) -> None:
-    """Start the web app: canvas, flow library, runs, and the HTTP API."""
+    """Start the web app: canvas, flow library, runs, and the HTTP API.
+
+    Prints a URL with the server's token: opening it signs the browser in.
+    """
     _setup_logging(False)
+    from server.api.auth import AuthSettingError
     from server.app import serve as serve_app
 
-    serve_app(host=host, port=port)
+    try:
+        serve_app(host=host, port=port, no_auth=no_auth)
+    except AuthSettingError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
 
 
 app.add_typer(secrets_app, name="secrets")

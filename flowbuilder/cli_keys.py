@@ -20,7 +20,7 @@ from flowbuilder.store import NotFound, Store
 
 keys_app = typer.Typer(
     no_args_is_help=True,
-    help="API keys for the HTTP API (needed when the server binds beyond localhost).",
+    help="API keys for the HTTP API and the canvas (the server's token works too).",
 )
 out = Console()
 err = Console(stderr=True)
@@ -101,16 +101,39 @@ def serve_flow(
     ],
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="no key or token needed (loopback binds only)"),
+    ] = False,
 ) -> None:
-    """Serve one flow file as an HTTP endpoint: no UI, no database (POST /run, /docs)."""
-    from server.headless import build_app
+    """Serve one flow file as an HTTP endpoint: no UI, no database (POST /run, /docs).
 
+    Needs the server's token or an API key, like ``flowbuilder serve``.
+    """
+    from flowbuilder.settings import Settings
+    from server.api.auth import AuthSettingError, auth_required
+    from server.api.token import server_token, token_urls
+    from server.headless import build_app, flow_gate
+
+    settings = Settings.from_env()
     try:
+        required = auth_required(settings, host, no_auth)
         app = build_app(graph)
+    except AuthSettingError as exc:
+        err.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from None
     except (GraphFileError, GraphInvalid) as exc:
         err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from None
+    token = server_token(settings) if required else None
+    app.state.fb_gate = flow_gate(settings, host, required=required, token=token)
     import uvicorn
 
-    err.print(f"serving [bold]{escape(str(graph))}[/] at http://{host}:{port}/run (docs: /docs)")
+    err.print(f"serving [bold]{escape(str(graph))}[/] at http://{host}:{port}/run")
+    if token is None:
+        err.print(f"docs: http://127.0.0.1:{port}/docs (--no-auth: no key needed)")
+    else:
+        err.print("docs (the URL signs the browser in; send the token as a Bearer key):")
+        for url in token_urls(host, port, token, "/docs"):
+            err.print(url, soft_wrap=True, markup=False, highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -18,6 +18,12 @@ process, blocking work in threads) or ``ray`` (each node a Ray task, see
 with one CPU per core. ``FLOWBUILDER_ARTIFACTS_DIR`` moves the artifact store (default
 ``$FLOWBUILDER_HOME/artifacts``); on a cluster it must be a directory every worker
 reaches at the same path (a shared file system).
+
+Auth (who may talk to the server, see :mod:`server.api.auth`): ``FLOWBUILDER_TOKEN`` is
+the server's token (unset or empty: one is made on first start and kept in
+``$FLOWBUILDER_HOME/token``); ``FLOWBUILDER_NO_AUTH=1`` is ``--no-auth`` (loopback binds
+only); ``FLOWBUILDER_REQUIRE_AUTH=1`` forbids ``--no-auth``; ``FLOWBUILDER_ALLOWED_HOSTS``
+(comma-separated) adds names the ``Host`` header may carry besides the loopback names.
 """
 
 from __future__ import annotations
@@ -45,6 +51,11 @@ class Settings:
     file_roots: tuple[Path, ...] = field(default_factory=tuple)
     knowledge_uri: str = ""
     database_url: str | None = None
+    # Auth (issue 14, item 3): the server's token, the --no-auth opt-out, the Host allow-list.
+    token: str | None = None
+    no_auth: bool = False
+    require_auth: bool = False
+    allowed_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -73,9 +84,23 @@ class Settings:
             "file_roots": _paths("FLOWBUILDER_FILE_ROOTS", "FLOWBUILDER_ALLOWED_ROOTS"),
             "knowledge_uri": os.environ.get("FLOWBUILDER_KNOWLEDGE_URI", "").strip(),
             "database_url": os.environ.get("FLOWBUILDER_DATABASE_URL") or None,
+            # auth (issue 14, item 3)
+            "token": os.environ.get("FLOWBUILDER_TOKEN", "").strip() or None,
+            "no_auth": _flag("FLOWBUILDER_NO_AUTH"),
+            "require_auth": _flag("FLOWBUILDER_REQUIRE_AUTH"),
+            "allowed_hosts": tuple(
+                h.strip().lower()
+                for h in os.environ.get("FLOWBUILDER_ALLOWED_HOSTS", "").split(",")
+                if h.strip()
+            ),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def token_file(self) -> Path:
+        """Where the server keeps the token it made (``home/token``, mode 0600)."""
+        return self.home / "token"
 
     @property
     def artifacts_root(self) -> Path:
@@ -93,3 +118,8 @@ def _paths(*names: str) -> tuple[Path, ...]:
         if p.strip()
     ]
     return tuple(dict.fromkeys(found))
+
+
+def _flag(name: str) -> bool:
+    """Whether the environment variable ``name`` is set to 1/true/yes/on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")

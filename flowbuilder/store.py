@@ -1065,6 +1065,12 @@ class Store:
                 s.add(record)
             return record
 
+    def get_api_key(self, key_id: str) -> ApiKey | None:
+        """The record of the key with this id (revoked ones too), or None: one lookup by
+        primary key, what a session bound to a key checks at each request."""
+        with self._read() as s:
+            return s.get(ApiKey, key_id)
+
     def verify_api_key(self, key: str) -> ApiKey | None:
         """The record of ``key``, or None when no such key was ever made (answer 401).
 

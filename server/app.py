@@ -8,6 +8,7 @@ once per process in :func:`setup` and kept on ``app.state.fb``.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from flowbuilder.engine import Engine
 from flowbuilder.errors import GraphFileError
 from flowbuilder.graph import load_graph
 from flowbuilder.secrets import install_log_redaction
+from flowbuilder.settings import Settings
 from flowbuilder.store import Store
 from server.runs import RunManager, default_server_id
 
@@ -96,17 +98,34 @@ def setup(
     return fb
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Start the server and block until it stops."""
-    install_log_redaction()
-    fb = setup(server_id=default_server_id(port))
-    from server.api.auth import require_for_host, storage_secret
+def serve(host: str = "127.0.0.1", port: int = 8080, *, no_auth: bool = False) -> None:
+    """Start the server and block until it stops.
 
-    auth = require_for_host(host)  # the login keeps its key in app.storage.user
-    # sessions live in the private data directory, not in .nicegui under the current folder
-    Storage.path = sessions_dir(fb.engine.settings.home)
+    A key, the server's token or a session is required on every page, route and
+    websocket unless ``no_auth`` (``--no-auth``, loopback binds only); the tokenised URL
+    is printed when the server starts.
+
+    Raises:
+        AuthSettingError: ``no_auth`` (or ``FLOWBUILDER_NO_AUTH``) beyond loopback or with
+            ``FLOWBUILDER_REQUIRE_AUTH=1`` (raised before anything starts).
+    """
+    from server.api import main_gate
+    from server.api.auth import auth_required
+    from server.api.token import server_token, session_secret
+
+    settings = Settings.from_env()
+    required = auth_required(settings, host, no_auth)
+    install_log_redaction()
+    setup(server_id=default_server_id(port))
+    token = server_token(settings) if required else None
+    app.state.fb_gate = main_gate(app, settings, host, required=required, token=token)
+    app.on_startup(lambda: announce(host, port, token, settings))
+    # per-session storage: the private data directory (0700), not .nicegui in the cwd
+    Storage.path = sessions_dir(settings.home)
     ui.run(
-        storage_secret=storage_secret(fb.engine.settings.home) if auth else None,
+        storage_secret=session_secret(settings.home),
+        # one cookie per port: two local servers do not overwrite each other's session
+        session_middleware_kwargs={"session_cookie": f"flowbuilder-{port}", "same_site": "lax"},
         fastapi_docs=True,
         host=host,
         port=port,
@@ -115,5 +134,26 @@ def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
         reload=False,
         favicon="🔀",
         dark=True,
-        show_welcome_message=True,
+        show_welcome_message=False,
     )
+
+
+def announce(host: str, port: int, token: str | None, settings: Settings) -> None:
+    """Print where the server answers: the tokenised URL(s), or the plain one with
+    ``--no-auth``; and, on a wildcard bind, which Host names are accepted."""
+    from server.api.origin import WILDCARD_BINDS
+    from server.api.token import token_urls
+
+    if token is None:
+        print(f"flowbuilder is serving at http://127.0.0.1:{port}/ (--no-auth: no key needed)")
+    else:
+        print("flowbuilder is serving; open this URL (it signs the browser in):")
+        for url in token_urls(host, port, token):
+            print(f"    {url}")
+    if host.strip() in WILDCARD_BINDS:
+        extra = ", ".join(settings.allowed_hosts) or "none"
+        print(
+            f"bound to {host or 'every address'}: requests must name the server as "
+            f"127.0.0.1, localhost or ::1, or a host in FLOWBUILDER_ALLOWED_HOSTS ({extra})"
+        )
+    sys.stdout.flush()

@@ -9,6 +9,11 @@ Like Langflow's ``lfx serve``: a plain FastAPI app on uvicorn around the engine.
 - ``POST /api/v1/artifacts``, ``GET /api/v1/artifacts/{id}`` — file inputs and outputs
   (stored under ``FLOWBUILDER_HOME/artifacts``).
 
+The same rules as ``flowbuilder serve`` (:mod:`server.api.auth`): the server's token or an
+API key (from the data directory's store, when it has one) on every path but
+``/health``; ``/docs?token=…`` signs a browser in; the Host allow-list, the Origin rule
+and JSON-only bodies hold also with ``--no-auth``.
+
 Nothing is recorded: runs live only for their request.
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,19 +29,32 @@ from types import SimpleNamespace
 from typing import Any
 
 from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.middleware.sessions import SessionMiddleware
 
 from flowbuilder.engine import Engine
 from flowbuilder.errors import InputError
 from flowbuilder.graph import load_graph
+from flowbuilder.settings import Settings
+from flowbuilder.store import Store
 from flowbuilder.types import REF_CLASSES, to_jsonable
+from server.api.auth import AuthMiddleware, Gate, StoreKeys, gate_openapi
+from server.api.origin import HostRule
 from server.api.runs import SSE_HEADERS, result_body, sse
 from server.api.schema import compiled_flow, result_model
+from server.api.token import session_secret
 from server.runs import END_EVENTS
+
+OPEN_PATHS = frozenset({"/health", "/favicon.ico"})
+UPLOADS = (re.compile(r"/api/v1/artifacts"),)
 
 
 def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
     """A FastAPI app serving the graph file at ``path``.
+
+    Its gate (``app.state.fb_gate``) starts closed — keys only, loopback Host names; the
+    CLI sets :func:`flow_gate` for its bind address and token.
 
     Raises:
         GraphFileError: the file cannot be read.
@@ -54,6 +73,25 @@ def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
         version="1",
     )
     app.state.fb = SimpleNamespace(engine=engine)
+    app.state.fb_gate = flow_gate(engine.settings, "127.0.0.1", required=True)
+    app.add_middleware(AuthMiddleware, state=app.state)
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_secret(engine.settings.home),
+        session_cookie="flowbuilder-flow",
+        same_site="lax",
+    )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            gate_openapi(app.state.fb_gate, schema, lambda p: p not in OPEN_PATHS)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     from server.api.artifacts import router as artifacts_router
 
     app.include_router(artifacts_router)
@@ -135,6 +173,38 @@ def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
         responses={422: {"description": "an input is missing or has the wrong type"}},
     )(run)
     return app
+
+
+def flow_gate(settings: Settings, host: str, *, required: bool, token: str | None = None) -> Gate:
+    """The gate of ``serve-flow`` binding ``host``: the token, and the keys of the data
+    directory's store when there is one (the store is not created for it)."""
+    return Gate(
+        hosts=HostRule.for_bind(host, settings.allowed_hosts),
+        required=required,
+        token=token,
+        keys=StoreKeys(_KeyStore(settings)),
+        login_path=None,
+        open_paths=OPEN_PATHS,
+        uploads=UPLOADS,
+    )
+
+
+class _KeyStore:
+    """Opens the store on the first key presented, if the data directory has one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: Store | None = None
+
+    def __call__(self) -> Store | None:
+        if self.store is None:
+            from flowbuilder.store import default_url
+
+            url = default_url()
+            if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+                return None  # no database: no key was ever made here
+            self.store = Store(url, migrate=False)
+        return self.store
 
 
 async def _stream(

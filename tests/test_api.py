@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -43,16 +44,27 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """A ``flowbuilder serve`` subprocess: its URL, data directory and environment."""
+    """A ``flowbuilder serve`` subprocess: its URL, data directory, environment and
+    token (the server's own, sent as a Bearer key by :meth:`client`)."""
 
     base: str
     home: Path
     env: dict[str, str]
     proc: subprocess.Popen[bytes]
     port: int
+    token: str = ""
 
-    def client(self, **kw: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.base, timeout=60, **kw)
+    def client(self, *, anonymous: bool = False, **kw: Any) -> httpx.Client:
+        """An HTTP client of this server sending ``Authorization: Bearer <token>``;
+        ``headers=`` given here win (e.g. an API key), ``anonymous=True`` sends none."""
+        headers = {} if anonymous or not self.token else {"Authorization": f"Bearer {self.token}"}
+        headers.update(kw.pop("headers", None) or {})
+        return httpx.Client(base_url=self.base, timeout=60, headers=headers, **kw)
+
+    @property
+    def login_url(self) -> str:
+        """The tokenised URL the server prints: opening it signs a browser in."""
+        return f"{self.base}/?token={self.token}"
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
@@ -66,40 +78,62 @@ class Server:
         )
 
 
+def server_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """The environment of a test server: this one, ``home`` as the data directory, no
+    auth setting of the calling shell unless ``env`` (added last) names it."""
+    full = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1", **env}
+    full.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
+    for name in ("FLOWBUILDER_REQUIRE_AUTH", "FLOWBUILDER_NO_AUTH", "FLOWBUILDER_ALLOWED_HOSTS"):
+        if name not in env:
+            full.pop(name, None)
+    return full
+
+
+def launch(args: list[str], env: dict[str, str], log: Path, probe: str) -> subprocess.Popen[bytes]:
+    """Start ``flowbuilder *args`` (output appended to ``log``) and wait up to 60 s until
+    the URL ``probe`` answers at all.
+
+    Raises:
+        RuntimeError: the process ended or never answered (the message is its log).
+    """
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [FLOWBUILDER, *args], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            httpx.get(probe, timeout=2)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(log.read_text())
+
+
 def start_server(
     home: Path, *, database_url: str | None = None, port: int | None = None, **env: str
 ) -> Server:
-    """Start ``flowbuilder serve`` on a free port and wait until it answers."""
+    """Start ``flowbuilder serve`` on a free port and wait until it answers.
+
+    The server gets a fresh token (``FLOWBUILDER_TOKEN``) unless ``env`` names one; an
+    empty one lets the server make its own (read back from the data directory).
+    """
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    full_env = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1", **env}
-    full_env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
-    if "FLOWBUILDER_REQUIRE_AUTH" not in env:
-        full_env.pop("FLOWBUILDER_REQUIRE_AUTH", None)
+    env.setdefault("FLOWBUILDER_TOKEN", secrets.token_urlsafe(24))
+    full_env = server_env(home, env)
     if database_url:
         full_env["FLOWBUILDER_DATABASE_URL"] = database_url
     else:
         full_env.pop("FLOWBUILDER_DATABASE_URL", None)
-    log = (home / f"server-{port}.log").open("ab")
-    proc = subprocess.Popen(
-        [FLOWBUILDER, "serve", "--port", str(port)],
-        env=full_env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{base}/openapi.json", timeout=2).status_code in (200, 303, 401):
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        raise RuntimeError((home / f"server-{port}.log").read_text())
-    return Server(base, home, full_env, proc, port)
+    log = home / f"server-{port}.log"
+    proc = launch(["serve", "--port", str(port)], full_env, log, f"{base}/openapi.json")
+    token = env["FLOWBUILDER_TOKEN"]
+    if not token and (home / "token").is_file():
+        token = (home / "token").read_text().strip()
+    return Server(base, home, full_env, proc, port, token)
 
 
 @pytest.fixture(

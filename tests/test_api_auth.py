@@ -1,5 +1,6 @@
 """API keys: 401 without a valid key, 403 when revoked, 200 with one; the canvas behind a
-login; ``flowbuilder keys create|list|revoke``."""
+login; ``flowbuilder keys create|list|revoke``. (The attacks on auth are in
+``tests/security/``.)"""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def test_keys_required(server: Server) -> None:
     assert [k["id"] for k in listed] == [key_id]
     assert key not in server.cli("keys", "list").stdout  # only the prefix is shown
 
-    with server.client() as anon:
+    with server.client(anonymous=True) as anon:
         assert anon.get("/api/v1/flows").status_code == 401
         assert anon.get("/v1/models").status_code == 401
         wrong = anon.get("/api/v1/flows", headers={"Authorization": "Bearer fb_wrong"})

@@ -22,7 +22,7 @@ def test_openai_sdk_chat_completions(server: Server) -> None:
         flow_id = create_flow(c, chat_graph(), "Assistant")
         greeter = create_flow(c, greeting_graph(), "Greeter")
         expected = c.post(f"/api/v1/flows/{flow_id}/run", json={"prompt": "Say hello."}).json()
-    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="unused", max_retries=0)
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key=server.token, max_retries=0)
 
     answer = client.chat.completions.create(
         model="Assistant",

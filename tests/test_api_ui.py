@@ -33,6 +33,7 @@ def test_api_dialog_and_keys(server: Server, browser: Browser) -> None:
         c.post(f"/api/v1/flows/{flow_id}/publish")
         run_id = c.post(f"/api/v1/flows/{flow_id}/run", json={"name": "Ada"}).json()["run_id"]
     page = browser.new_page()
+    page.goto(server.login_url)  # the tokenised URL signs the browser in
     page.goto(f"{server.base}/flow/{flow_id}")
     page.get_by_test_id("flow-api").click()
     expect(page.get_by_test_id("endpoint-url")).to_contain_text(f"/api/v1/flows/{flow_id}/run")

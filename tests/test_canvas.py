@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from conftest import FIXTURES, REPO
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from test_api import launch, server_env
 from test_image import tiny_sd  # noqa: F401 (the tiny diffusers pipeline fixture)
 
 pytestmark = pytest.mark.browser
@@ -36,6 +36,8 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 FLOWBUILDER = str(Path(sys.executable).parent / "flowbuilder")
+TOKEN = secrets.token_urlsafe(24)  # every server of these tests takes it (FLOWBUILDER_TOKEN)
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def free_port() -> int:
@@ -45,34 +47,17 @@ def free_port() -> int:
 
 
 def serve(home: Path, env: dict[str, str] | None = None) -> Iterator[tuple[str, Path]]:
-    """Run ``flowbuilder serve`` on a free port with ``home`` as its data directory and
-    ``env`` added to the environment; yield (base URL, home); stop it after."""
+    """Run ``flowbuilder serve`` on a free port with ``home`` as its data directory,
+    :data:`TOKEN` as its token and ``env`` added to the environment; yield (base URL,
+    home); stop it after. Pages need the browser signed in first (the ``page`` fixture
+    opens ``/?token=…``); API calls send :data:`AUTH`."""
     port = free_port()
-    full_env = {**os.environ, "FLOWBUILDER_HOME": str(home), "HF_HUB_OFFLINE": "1", **(env or {})}
-    full_env.pop("PYTEST_CURRENT_TEST", None)  # NiceGUI would think it runs inside pytest
-    log = (home / "server.log").open("w")
-    proc = subprocess.Popen(
-        [FLOWBUILDER, "serve", "--port", str(port)],
-        env=full_env,
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    full_env = server_env(home, {"FLOWBUILDER_TOKEN": TOKEN, **(env or {})})
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{base}/api/v1/nodes", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError((home / "server.log").read_text())
+    proc = launch(["serve", "--port", str(port)], full_env, home / "server.log", f"{base}/login")
     yield base, home
     proc.terminate()
     proc.wait(timeout=10)
-    log.close()
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +77,11 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser, tmp_path: Path) -> Iterator[Page]:
+def page(browser: Browser, server: tuple[str, Path], tmp_path: Path) -> Iterator[Page]:
+    """A fresh browser context signed in to the module's ``server`` (its tokenised URL)."""
     context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
     pg = context.new_page()
+    pg.goto(f"{server[0]}/?token={TOKEN}")
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     yield pg

@@ -31,6 +31,7 @@ import pytest
 from conftest import FIXTURES, REPO
 from playwright.sync_api import Page, expect
 from test_canvas import (  # noqa: F401 (browser and page are fixtures)
+    AUTH,
     browser,
     canvas_call,
     node_state,
@@ -165,7 +166,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, pack: Path) -> Iterator[tup
 
 
 def node_types(base: str) -> set[str]:
-    nodes = httpx.get(f"{base}/api/v1/nodes", timeout=10).json()
+    nodes = httpx.get(f"{base}/api/v1/nodes", headers=AUTH, timeout=10).json()
     items = nodes["nodes"] if isinstance(nodes, dict) else nodes
     return {n["type"] for n in items}
 

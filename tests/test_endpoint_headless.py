@@ -16,7 +16,9 @@ def test_serve_flow(tmp_path: Path) -> None:
     graph = tmp_path / "greeter.json"
     graph.write_text(json.dumps(greeting_graph()))
     port = free_port()
+    token = "endpoint-test-token"
     env = {"FLOWBUILDER_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
+    env["FLOWBUILDER_TOKEN"] = token
     proc = subprocess.Popen(
         [FLOWBUILDER, "serve-flow", str(graph), "--port", str(port)],
         env=env,
@@ -33,7 +35,8 @@ def test_serve_flow(tmp_path: Path) -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        with httpx.Client(base_url=base, timeout=30) as c:
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, headers=auth, timeout=30) as c:
             r = c.post("/run", json={"name": "Ada", "count": 2})
             assert r.status_code == 200, r.text
             assert r.json()["outputs"] == {"greeting": "Hello Ada!", "count": 2}

@@ -17,6 +17,7 @@ from flowbuilder.errors import FlowbuilderError
 from flowbuilder.graph import graph_from_data
 from flowbuilder.types import REF_CLASSES
 from flowbuilder.validate import FlowInput
+from server.api.socket_guard import client_allowed
 from server.app import services
 
 EXAMPLES: dict[str, Any] = {
@@ -81,9 +82,7 @@ def open_api_dialog(flow_id: str) -> None:
     flow = fb.store.get_flow(flow_id)
     from nicegui import app
 
-    from server.api.auth import auth_required
-
-    auth = bool(getattr(app.state, "fb_auth_required", False)) or auth_required()
+    auth = bool(app.state.fb_gate.required)
     base = (
         ui.context.client.request.base_url.__str__().rstrip("/")
         if ui.context.client.request
@@ -141,8 +140,8 @@ def api_keys_section() -> None:
     store = services().store
     ui.label("API keys").classes("text-xl")
     ui.label(
-        "Needed as 'Authorization: Bearer <key>' when the server binds beyond localhost "
-        "or FLOWBUILDER_REQUIRE_AUTH=1. Only a hash is stored."
+        "Send one as 'Authorization: Bearer <key>', or sign a browser in with it at /login. "
+        "Only a hash is stored; revoking a key ends the sessions it signed in."
     ).classes("text-sm text-slate-400")
 
     @ui.refreshable
@@ -165,11 +164,23 @@ def api_keys_section() -> None:
                         "flat dense color=negative"
                     )
 
+    def still_signed_in() -> bool:
+        """Key actions check the page's own credential again first (a revoked key's
+        session must not make or revoke keys); a refused page goes to the login."""
+        if client_allowed(ui.context.client):
+            return True
+        ui.navigate.to("/login?next=/settings")
+        return False
+
     def revoke(key_id: str) -> None:
+        if not still_signed_in():
+            return
         store.revoke_api_key(key_id)
         key_list.refresh()
 
     def create() -> None:
+        if not still_signed_in():
+            return
         key, _ = store.create_api_key(name.value.strip() or "default")
         shown.set_content(f"New key (copy it now, it is not shown again):\n\n`{key}`")
         name.value = ""
