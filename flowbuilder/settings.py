@@ -1,10 +1,15 @@
 """Settings read from the environment, in one place.
 
 ``FLOWBUILDER_HOME`` (default ``~/.flowbuilder``) is the data directory: artifacts,
-models, the run store. ``FLOWBUILDER_ALLOWED_ROOTS`` (``os.pathsep``-separated) lists the
-directories that file-reading nodes may read besides the current directory and the data
-directory. ``FLOWBUILDER_MODEL_MEMORY_MB`` bounds the memory of models kept loaded
-between runs (default 4096 MB).
+models, the run store. ``FLOWBUILDER_MODEL_MEMORY_MB`` bounds the memory of models kept
+loaded between runs (default 4096 MB).
+
+File access (:mod:`flowbuilder.files`): ``FLOWBUILDER_FILE_ROOTS`` (``os.pathsep``-separated;
+``FLOWBUILDER_ALLOWED_ROOTS`` is read too, its old name) names folders nodes may use
+besides the workspace ``FLOWBUILDER_HOME/files``. The policy also needs to know where the
+stores are, to keep nodes out of them: ``FLOWBUILDER_KNOWLEDGE_URI`` (the knowledge bases;
+default ``FLOWBUILDER_HOME/knowledge``) and ``FLOWBUILDER_DATABASE_URL`` (the run store;
+default SQLite in the data directory).
 
 Scale-out: ``FLOWBUILDER_EXECUTOR`` picks where nodes run, ``local`` (default: in this
 process, blocking work in threads) or ``ray`` (each node a Ray task, see
@@ -40,12 +45,15 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    allowed_roots: tuple[Path, ...] = field(default_factory=tuple)
     model_memory_mb: int = 4096
     heavy_concurrency: int = 1
     executor: str = "local"
     ray_address: str | None = None
     artifacts_dir: Path | None = None
+    # File access (flowbuilder.files) and the stores' locations.
+    file_roots: tuple[Path, ...] = field(default_factory=tuple)
+    knowledge_uri: str = ""
+    database_url: str | None = None
     # Auth: the server's token, the --no-auth opt-out, the Host allow-list.
     token: str | None = None
     no_auth: bool = False
@@ -74,18 +82,17 @@ class Settings:
                 executor; ``FLOWBUILDER_REMOTE_DEADLINE_S`` is not a number of seconds > 0.
         """
         home = Path(os.environ.get("FLOWBUILDER_HOME") or Path.home() / ".flowbuilder")
-        extra = [
-            Path(p) for p in os.environ.get("FLOWBUILDER_ALLOWED_ROOTS", "").split(os.pathsep) if p
-        ]
-        roots = tuple(p.resolve() for p in (Path.cwd(), home, *extra))
         artifacts = os.environ.get("FLOWBUILDER_ARTIFACTS_DIR")
         values: dict[str, object] = {
             "home": home,
-            "allowed_roots": roots,
             "model_memory_mb": int(os.environ.get("FLOWBUILDER_MODEL_MEMORY_MB", "4096")),
             "executor": (os.environ.get("FLOWBUILDER_EXECUTOR") or "local").strip().lower(),
             "ray_address": os.environ.get("FLOWBUILDER_RAY_ADDRESS") or None,
             "artifacts_dir": Path(artifacts) if artifacts else None,
+            # File access (flowbuilder.files) and the stores' locations.
+            "file_roots": _paths("FLOWBUILDER_FILE_ROOTS", "FLOWBUILDER_ALLOWED_ROOTS"),
+            "knowledge_uri": os.environ.get("FLOWBUILDER_KNOWLEDGE_URI", "").strip(),
+            "database_url": os.environ.get("FLOWBUILDER_DATABASE_URL") or None,
             # auth
             "token": os.environ.get("FLOWBUILDER_TOKEN", "").strip() or None,
             "no_auth": _flag("FLOWBUILDER_NO_AUTH"),
@@ -110,10 +117,17 @@ class Settings:
         """Where the artifact store keeps its files (``artifacts_dir`` or ``home/artifacts``)."""
         return self.artifacts_dir if self.artifacts_dir is not None else self.home / "artifacts"
 
-    def is_allowed(self, path: Path) -> bool:
-        """Whether ``path`` (resolved, links followed) lies under an allowed root."""
-        real = path.resolve()
-        return any(real.is_relative_to(root) for root in self.allowed_roots)
+
+def _paths(*names: str) -> tuple[Path, ...]:
+    """The ``os.pathsep``-separated folders in the variables ``names`` (``~`` expanded),
+    in order, each once."""
+    found = [
+        Path(p.strip()).expanduser()
+        for name in names
+        for p in os.environ.get(name, "").split(os.pathsep)
+        if p.strip()
+    ]
+    return tuple(dict.fromkeys(found))
 
 
 def _flag(name: str) -> bool:

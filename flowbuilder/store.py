@@ -49,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import secrets
 import threading
 import time
@@ -335,10 +334,10 @@ def _graph_data(graph: dict[str, Any] | Graph) -> dict[str, Any]:
 
 def default_url() -> str:
     """``FLOWBUILDER_DATABASE_URL``, else SQLite in the data directory (created)."""
-    url = os.environ.get("FLOWBUILDER_DATABASE_URL")
-    if url:
-        return url
-    home = Settings.from_env().home
+    settings = Settings.from_env()
+    if settings.database_url:
+        return settings.database_url
+    home = settings.home
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'flowbuilder.db'}"
 

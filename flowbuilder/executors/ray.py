@@ -199,6 +199,7 @@ async def _execute(
         cancel=cancel,
         loop=asyncio.get_running_loop(),
         started_at=call.started_at,
+        node_title=cls.meta.title,
     )
     node_log = logging.Logger(f"flowbuilder.node.{call.node_type}", logging.INFO)
     node_log.addHandler(_ForwardLog(put))

@@ -23,8 +23,8 @@ from flowbuilder.builder import GraphBuilder
 from flowbuilder.registry import default_registry
 
 DEADLINE_S = 3.0
-SLOW_TEMPLATE = "{% for i in range(100000) %}{% for j in range(20) %}{% endfor %}{% endfor %}x"
-"""A template that takes about a second to render (a trivial flow: the fast path)."""
+SLOW_TEMPLATE = "{% for i in range(100000) %}{% for j in range(100) %}{% endfor %}{% endfor %}x"
+"""A template that takes a second or more to render (a trivial flow: the fast path)."""
 
 
 @pytest.fixture(scope="module")
