@@ -56,10 +56,9 @@ def bench_ingest(files: int | None) -> dict[str, float]:
         for path in sorted(PEPS.glob("*.rst"))[:files]:
             (folder / path.name).write_bytes(path.read_bytes())
         home = Path(tmp) / "home"
-        base = Settings.from_env(home=home)
         engine = Engine(
             default_registry(),
-            Settings.from_env(home=home, allowed_roots=(*base.allowed_roots, folder.resolve())),
+            Settings.from_env(home=home, file_roots=(folder.resolve(),)),
         )
         # the same chunk texts the node embeds
         texts = [

@@ -157,7 +157,7 @@ def main() -> None:
         shared.mkdir(parents=True, exist_ok=True)
         (home / "cache" / "hf").symlink_to(shared, target_is_directory=True)
         os.environ["FLOWBUILDER_HOME"] = str(home)
-        os.environ["FLOWBUILDER_ALLOWED_ROOTS"] = str(SEED_TASKS.parent)
+        os.environ["FLOWBUILDER_FILE_ROOTS"] = str(SEED_TASKS.parent)
         engine = Engine(default_registry(), Settings.from_env())
 
         from nodes.training.models import resolve_base

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from flowbuilder.errors import NodeError
 from flowbuilder.types import REF_CLASSES, ArtifactRef
@@ -77,19 +78,29 @@ class ArtifactStore:
         src = Path(path)
         if not src.is_file():
             raise NodeError(f"file not found: {src}")
+        try:
+            with src.open("rb") as fh:
+                return self.put_stream(fh, name=name or src.name, kind=kind)
+        except OSError as exc:
+            raise NodeError(f"cannot read {src}: {exc.strerror}") from None
+
+    def put_stream(self, fh: BinaryIO, *, name: str, kind: str | None = None) -> ArtifactRef:
+        """Copy an open binary file (read to its end) into the store; its reference.
+
+        Raises:
+            OSError: reading ``fh`` failed.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming.")
         digest = hashlib.sha256()
         size = 0
         try:
-            with os.fdopen(fd, "wb") as out, src.open("rb") as fh:
+            with os.fdopen(fd, "wb") as out:
                 while chunk := fh.read(_CHUNK):
                     digest.update(chunk)
                     size += len(chunk)
                     out.write(chunk)
-            return self._commit(Path(tmp), digest.hexdigest(), size, name or src.name, kind)
-        except OSError as exc:
-            raise NodeError(f"cannot read {src}: {exc.strerror}") from None
+            return self._commit(Path(tmp), digest.hexdigest(), size, name, kind)
         finally:
             Path(tmp).unlink(missing_ok=True)
 

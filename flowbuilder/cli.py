@@ -24,6 +24,7 @@ from rich.table import Table
 from flowbuilder import events
 from flowbuilder.cli_kb import kb_app
 from flowbuilder.cli_providers import models_app, providers_app, secrets_app
+from flowbuilder.cli_roots import roots_app
 from flowbuilder.engine import Engine, to_jsonable
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError, Issue
 from flowbuilder.graph import load_graph
@@ -290,7 +291,7 @@ def run(
     plan = _load(graph, engine, as_json)
     try:
         values = _parse_inputs(plan, inputs or [], input_json)
-        bound = engine.bind_inputs(plan, values)
+        bound = engine.bind_inputs(plan, values, base_dir=Path.cwd())
     except InputError as exc:
         if as_json:
             out.print_json(data={"status": "invalid", "error": str(exc)})
@@ -432,6 +433,7 @@ app.add_typer(secrets_app, name="secrets")
 app.add_typer(providers_app, name="providers")
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
+app.add_typer(roots_app, name="roots")
 from flowbuilder.cli_keys import keys_app, serve_flow  # noqa: E402
 
 app.add_typer(keys_app, name="keys")

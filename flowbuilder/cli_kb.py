@@ -141,9 +141,13 @@ def kb_ingest(
 
     if not path.exists():
         raise _fail(FileNotFoundError(f"no such file or folder: {path}"))
+    # the folder and location are the user's own choice: the node may use them
     base = Settings.from_env()
-    settings = Settings.from_env(allowed_roots=(*base.allowed_roots, path.resolve()))
-    engine = Engine(settings=settings, cache=False)
+    folder = path.resolve() if path.is_dir() else path.resolve().parent
+    overrides: dict[str, object] = {"file_roots": (*base.file_roots, folder)}
+    if location:
+        overrides["knowledge_uri"] = location
+    engine = Engine(settings=Settings.from_env(**overrides), cache=False)
     b = GraphBuilder(engine.registry)
     node = b.add(
         "rag/ingest",
@@ -155,7 +159,6 @@ def kb_ingest(
         unit=unit,
         pattern=pattern,
         prune=prune,
-        location=location,
     )
     sink = b.add("core/output", name="summary")
     b.link(node, "summary", sink, "value")

@@ -1,9 +1,10 @@
 """The run context: the only way a node reaches services.
 
 One :class:`RunContext` is made per node execution. It gives the node the artifact
-store, the model cache, settings, progress reporting, cancellation checks and a way to
-run blocking work in a worker thread. Progress and cancellation checks are safe to call
-from worker threads (e.g. inside a token or segment loop).
+store, the model cache, settings, the file-access policy (``ctx.files``), progress
+reporting, cancellation checks and a way to run blocking work in a worker thread.
+Progress and cancellation checks are safe to call from worker threads (e.g. inside a
+token or segment loop).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from flowbuilder import events
-from flowbuilder.errors import NodeError, RunCancelled
+from flowbuilder.errors import RunCancelled
+from flowbuilder.files import FileAccess, NodeFiles
 
 if TYPE_CHECKING:
     from flowbuilder.artifacts import ArtifactStore
@@ -36,12 +38,18 @@ class RunContext:
         models: the process's :class:`~flowbuilder.models.ModelCache`.
         providers: chat providers by model-id prefix (``local``, …).
         settings: the :class:`~flowbuilder.settings.Settings`.
+        files: the file-access policy for this node (:class:`~flowbuilder.files.NodeFiles`):
+            every path a parameter names goes through it.
         log: a logger named after the node type.
+        started_at: when the node's execution began (``time.time()`` seconds, at its
+            first attempt: one context serves every retry); a remote call's deadline
+            across retries counts from it.
     """
 
     __slots__ = (
         "_bus",
         "_cancel",
+        "_files",
         "_loop",
         "_stopped",
         "_thread",
@@ -49,10 +57,12 @@ class RunContext:
         "log",
         "models",
         "node_id",
+        "node_title",
         "node_type",
         "providers",
         "run_id",
         "settings",
+        "started_at",
     )
 
     def __init__(
@@ -68,8 +78,14 @@ class RunContext:
         bus: events.EventBus,
         cancel: threading.Event,
         loop: asyncio.AbstractEventLoop,
+        started_at: float | None = None,
+        node_title: str = "",
+        files: FileAccess | None = None,
     ) -> None:
         self.run_id, self.node_id, self.node_type = run_id, node_id, node_type
+        self.started_at = time.time() if started_at is None else started_at
+        self.node_title = node_title or node_type
+        self._files: NodeFiles | FileAccess | None = files
         self.artifacts, self.models, self.settings = artifacts, models, settings
         self.providers = providers
         self._bus, self._cancel, self._loop = bus, cancel, loop
@@ -121,23 +137,14 @@ class RunContext:
         """Ask this node's worker threads to stop (used on timeout and cancellation)."""
         self._stopped = True
 
-    def allowed_path(self, raw: str, base: Path) -> Path:
-        """Resolve a user-given path (relative to ``base``) for reading or writing.
-
-        Raises:
-            NodeError: the path lies outside the allowed folders (the current folder, the
-                data directory and ``FLOWBUILDER_ALLOWED_ROOTS``).
-        """
-        path = Path(raw).expanduser()
-        if not path.is_absolute():
-            path = base / path
-        if not self.settings.is_allowed(path):
-            roots = ", ".join(str(r) for r in self.settings.allowed_roots)
-            raise NodeError(
-                f"'{raw}' is outside the allowed folders ({roots}); add its folder "
-                "to FLOWBUILDER_ALLOWED_ROOTS to allow it"
-            )
-        return path
+    @property
+    def files(self) -> NodeFiles:
+        """The file-access policy, made on first use (its errors name this node)."""
+        files = self._files
+        if not isinstance(files, NodeFiles):
+            files = (files or FileAccess(self.settings)).for_node(self.node_id, self.node_title)
+            self._files = files
+        return files
 
     async def to_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work in a worker thread and await its result."""

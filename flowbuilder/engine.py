@@ -85,8 +85,11 @@ class Engine:
         """Check flow input values against the signature; return them by Input node id.
 
         File-typed inputs (audio, image, …) accept an :class:`ArtifactRef`, its dict form,
-        or a path (relative paths resolve against ``base_dir`` or the current directory),
-        which is copied into the artifact store.
+        or a path, which is copied into the artifact store. With ``base_dir`` the path is
+        the caller's own (the command line's ``--input audio=memo.ogg``): relative paths
+        resolve against ``base_dir`` and any file may be read. Without it the path goes
+        through the file-access policy like a node's parameter (relative: in the
+        workspace; :mod:`flowbuilder.files`).
 
         Raises:
             InputError: an unknown name, a missing required input, or a wrong value type.
@@ -136,8 +139,14 @@ class Engine:
                 raise InputError(name, str(exc)) from None
             return ref
         if isinstance(value, str | os.PathLike):
+            if base_dir is None:
+                try:
+                    with self.scheduler.files.open_read(os.fspath(value)) as fh:
+                        return self.artifacts.put_stream(fh, name=Path(value).name, kind=kind)
+                except NodeError as exc:
+                    raise InputError(name, str(exc)) from None
             path = Path(value).expanduser()
-            if not path.is_absolute() and base_dir is not None:
+            if not path.is_absolute():
                 path = base_dir / path
             if not path.is_file():
                 raise InputError(name, f"file not found: {path}")

@@ -731,7 +731,7 @@ class KnowledgeBases:
     @classmethod
     def from_settings(cls, settings: Settings, uri: str = "") -> KnowledgeBases:
         """``uri``, else ``FLOWBUILDER_KNOWLEDGE_URI``, else ``FLOWBUILDER_HOME/knowledge``."""
-        location = uri or os.environ.get("FLOWBUILDER_KNOWLEDGE_URI") or ""
+        location = uri or settings.knowledge_uri
         return cls.at(location or settings.home / "knowledge")
 
     def _meta(self, name: str) -> dict[str, Any] | None:

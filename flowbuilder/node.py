@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 from pydantic.fields import FieldInfo
 
+from flowbuilder.files import fingerprint_path
 from flowbuilder.types import port_type_of
 
 if TYPE_CHECKING:
@@ -122,10 +122,14 @@ def Param(
 def file_fingerprint(path: Any) -> str | None:
     """A file's modification time (ns) and size as a cache fingerprint, or None when
     ``path`` names no readable file — for nodes that read a file named by a parameter,
-    so editing the file re-runs them (see :meth:`Node.fingerprint`)."""
+    so editing the file re-runs them (see :meth:`Node.fingerprint`). The path resolves as
+    the file-access policy resolves it (:func:`flowbuilder.files.fingerprint_path`)."""
+    real = fingerprint_path(path)
     try:
-        stat = Path(str(path or "")).expanduser().stat()
+        stat = real.stat() if real is not None else None
     except OSError:
+        return None
+    if stat is None:
         return None
     return f"{stat.st_mtime_ns}:{stat.st_size}"
 

@@ -35,13 +35,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from flowbuilder import events
+from flowbuilder import events, files
 from flowbuilder.artifacts import ArtifactStore
 from flowbuilder.cache import MemoryCache, node_key
 from flowbuilder.context import RunContext
 from flowbuilder.errors import FlowbuilderError, NodeError, RetryableError, RunCancelled
 from flowbuilder.executors import Executor, WorkerLost
 from flowbuilder.executors.local import LocalExecutor
+from flowbuilder.files import FileAccess
 from flowbuilder.models import ModelCache
 from flowbuilder.node import Node
 from flowbuilder.providers import ProviderRegistry
@@ -134,6 +135,7 @@ class Scheduler:
         """``executor`` runs single nodes; default: in process
         (:class:`~flowbuilder.executors.local.LocalExecutor`)."""
         self.artifacts, self.models, self.settings = artifacts, models, settings
+        self.files = FileAccess(settings)
         self.providers = providers
         self.cache = cache
         self.executor: Executor = executor if executor is not None else LocalExecutor(settings)
@@ -296,6 +298,8 @@ class _Run:
             bus=self.bus,
             cancel=self.cancel.event,
             loop=self.loop,
+            node_title=pn.cls.meta.title,
+            files=self.s.files,
         )
         task = self.loop.create_task(self._run_node(pn, ctx, {**params, **wired}))
         self.running[pn.id] = (task, ctx)
@@ -306,7 +310,8 @@ class _Run:
         in_keys = {name: (self.keys[src], out) for name, (src, out) in pn.wires.items()}
         key_params = params
         if pn.cls.fingerprint.__func__ is not Node.fingerprint.__func__:  # type: ignore[attr-defined]
-            key_params = {**params, "\0fingerprint": pn.cls.fingerprint(params)}
+            with files.active(self.s.files):  # relative paths resolve as the node will
+                key_params = {**params, "\0fingerprint": pn.cls.fingerprint(params)}
         key = node_key(pn.type, pn.cls.meta.version, key_params, in_keys, pn.cls.meta.deterministic)
         self.keys[pn.id] = key
         return key

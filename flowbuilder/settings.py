@@ -1,10 +1,15 @@
 """Settings read from the environment, in one place.
 
 ``FLOWBUILDER_HOME`` (default ``~/.flowbuilder``) is the data directory: artifacts,
-models, the run store. ``FLOWBUILDER_ALLOWED_ROOTS`` (``os.pathsep``-separated) lists the
-directories that file-reading nodes may read besides the current directory and the data
-directory. ``FLOWBUILDER_MODEL_MEMORY_MB`` bounds the memory of models kept loaded
-between runs (default 4096 MB).
+models, the run store. ``FLOWBUILDER_MODEL_MEMORY_MB`` bounds the memory of models kept
+loaded between runs (default 4096 MB).
+
+File access (:mod:`flowbuilder.files`): ``FLOWBUILDER_FILE_ROOTS`` (``os.pathsep``-separated;
+``FLOWBUILDER_ALLOWED_ROOTS`` is read too, its old name) names folders nodes may use
+besides the workspace ``FLOWBUILDER_HOME/files``. The policy also needs to know where the
+stores are, to keep nodes out of them: ``FLOWBUILDER_KNOWLEDGE_URI`` (the knowledge bases;
+default ``FLOWBUILDER_HOME/knowledge``) and ``FLOWBUILDER_DATABASE_URL`` (the run store;
+default SQLite in the data directory).
 
 Scale-out: ``FLOWBUILDER_EXECUTOR`` picks where nodes run, ``local`` (default: in this
 process, blocking work in threads) or ``ray`` (each node a Ray task, see
@@ -19,6 +24,9 @@ the server's token (unset or empty: one is made on first start and kept in
 ``$FLOWBUILDER_HOME/token``); ``FLOWBUILDER_NO_AUTH=1`` is ``--no-auth`` (loopback binds
 only); ``FLOWBUILDER_REQUIRE_AUTH=1`` forbids ``--no-auth``; ``FLOWBUILDER_ALLOWED_HOSTS``
 (comma-separated) adds names the ``Host`` header may carry besides the loopback names.
+
+Remote calls: ``FLOWBUILDER_REMOTE_DEADLINE_S`` (default 120 s) bounds
+a remote provider call across all its retries, counted from the node's first attempt.
 
 Bounded work: every request and every Template render has limits (see the block of
 fields marked "bounded work" below and the README's Settings table). A request body is
@@ -60,17 +68,22 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     home: Path
-    allowed_roots: tuple[Path, ...] = field(default_factory=tuple)
     model_memory_mb: int = 4096
     heavy_concurrency: int = 1
     executor: str = "local"
     ray_address: str | None = None
     artifacts_dir: Path | None = None
-    # Auth (issue 14, item 3): the server's token, the --no-auth opt-out, the Host allow-list.
+    # File access (flowbuilder.files) and the stores' locations.
+    file_roots: tuple[Path, ...] = field(default_factory=tuple)
+    knowledge_uri: str = ""
+    database_url: str | None = None
+    # Auth: the server's token, the --no-auth opt-out, the Host allow-list.
     token: str | None = None
     no_auth: bool = False
     require_auth: bool = False
     allowed_hosts: tuple[str, ...] = ()
+    # Remote calls: one deadline across a remote node's retries.
+    remote_deadline_s: float = 120.0
     # ---- bounded work: request, graph and Template limits (the limits part) ----------
     max_body_mb: float = 10.0
     max_upload_mb: float = 512.0
@@ -88,6 +101,10 @@ class Settings:
                 f"unknown executor '{self.executor}' (FLOWBUILDER_EXECUTOR): "
                 f"use one of {', '.join(EXECUTORS)}"
             )
+        if not self.remote_deadline_s > 0:
+            raise SettingsError(
+                f"FLOWBUILDER_REMOTE_DEADLINE_S={self.remote_deadline_s!r}: expected seconds > 0"
+            )
         for name in LIMITS:
             if not getattr(self, name) > 0:
                 raise SettingsError(
@@ -100,23 +117,22 @@ class Settings:
 
         Raises:
             SettingsError: ``FLOWBUILDER_EXECUTOR`` (or ``executor=``) is not a known
-                executor, or a limit (``FLOWBUILDER_MAX_BODY_MB``, …) is not a number
-                greater than 0.
+                executor; ``FLOWBUILDER_REMOTE_DEADLINE_S`` is not a number of seconds > 0;
+                a limit (``FLOWBUILDER_MAX_BODY_MB``, …) is not a number greater than 0.
         """
         home = Path(os.environ.get("FLOWBUILDER_HOME") or Path.home() / ".flowbuilder")
-        extra = [
-            Path(p) for p in os.environ.get("FLOWBUILDER_ALLOWED_ROOTS", "").split(os.pathsep) if p
-        ]
-        roots = tuple(p.resolve() for p in (Path.cwd(), home, *extra))
         artifacts = os.environ.get("FLOWBUILDER_ARTIFACTS_DIR")
         values: dict[str, object] = {
             "home": home,
-            "allowed_roots": roots,
             "model_memory_mb": int(os.environ.get("FLOWBUILDER_MODEL_MEMORY_MB", "4096")),
             "executor": (os.environ.get("FLOWBUILDER_EXECUTOR") or "local").strip().lower(),
             "ray_address": os.environ.get("FLOWBUILDER_RAY_ADDRESS") or None,
             "artifacts_dir": Path(artifacts) if artifacts else None,
-            # auth (issue 14, item 3)
+            # File access (flowbuilder.files) and the stores' locations.
+            "file_roots": _paths("FLOWBUILDER_FILE_ROOTS", "FLOWBUILDER_ALLOWED_ROOTS"),
+            "knowledge_uri": os.environ.get("FLOWBUILDER_KNOWLEDGE_URI", "").strip(),
+            "database_url": os.environ.get("FLOWBUILDER_DATABASE_URL") or None,
+            # auth
             "token": os.environ.get("FLOWBUILDER_TOKEN", "").strip() or None,
             "no_auth": _flag("FLOWBUILDER_NO_AUTH"),
             "require_auth": _flag("FLOWBUILDER_REQUIRE_AUTH"),
@@ -125,6 +141,7 @@ class Settings:
                 for h in os.environ.get("FLOWBUILDER_ALLOWED_HOSTS", "").split(",")
                 if h.strip()
             ),
+            "remote_deadline_s": _seconds("FLOWBUILDER_REMOTE_DEADLINE_S", 120.0),
         }
         for name, env in LIMITS.items():
             raw = os.environ.get(env, "").strip()
@@ -143,15 +160,37 @@ class Settings:
         """Where the artifact store keeps its files (``artifacts_dir`` or ``home/artifacts``)."""
         return self.artifacts_dir if self.artifacts_dir is not None else self.home / "artifacts"
 
-    def is_allowed(self, path: Path) -> bool:
-        """Whether ``path`` (resolved, links followed) lies under an allowed root."""
-        real = path.resolve()
-        return any(real.is_relative_to(root) for root in self.allowed_roots)
+
+def _paths(*names: str) -> tuple[Path, ...]:
+    """The ``os.pathsep``-separated folders in the variables ``names`` (``~`` expanded),
+    in order, each once."""
+    found = [
+        Path(p.strip()).expanduser()
+        for name in names
+        for p in os.environ.get(name, "").split(os.pathsep)
+        if p.strip()
+    ]
+    return tuple(dict.fromkeys(found))
 
 
 def _flag(name: str) -> bool:
     """Whether the environment variable ``name`` is set to 1/true/yes/on."""
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _seconds(name: str, default: float) -> float:
+    """A number of seconds from the environment variable ``name`` (``default`` if unset).
+
+    Raises:
+        SettingsError: the value is not a number.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r}: expected a number of seconds > 0") from None
 
 
 def _limit(env: str, raw: str, kind: type) -> float | int:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import secrets
 import threading
 import time
@@ -335,10 +334,10 @@ def _graph_data(graph: dict[str, Any] | Graph) -> dict[str, Any]:
 
 def default_url() -> str:
     """``FLOWBUILDER_DATABASE_URL``, else SQLite in the data directory (created)."""
-    url = os.environ.get("FLOWBUILDER_DATABASE_URL")
-    if url:
-        return url
-    home = Settings.from_env().home
+    settings = Settings.from_env()
+    if settings.database_url:
+        return settings.database_url
+    home = settings.home
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{home / 'flowbuilder.db'}"
 
@@ -790,6 +789,27 @@ class Store:
                     nr.finished_at = now
                 s.add(nr)
             return run
+
+    def add_finished_runs(self, runs: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        """Insert whole records of runs that already ended, all in one transaction
+        (a group commit: when this returns, every one of them is committed).
+
+        ``runs`` holds ``(run, node_runs)`` pairs: ``run`` the columns of a ``runs`` row
+        (``id``, ``status``, ``inputs``, ``outputs``, timestamps, …), ``node_runs`` the
+        columns of its ``node_runs`` rows. Used for runs recorded only once, at their end
+        (the API's fast path); every other run is recorded as it goes by
+        :meth:`recorder`.
+
+        Raises:
+            sqlalchemy.exc.IntegrityError: a run id exists already (nothing is inserted).
+        """
+        if not runs:
+            return
+        nodes = [n for _, ns in runs for n in ns]
+        with self._write_engine.begin() as conn:
+            conn.execute(sa.insert(_RUNS), [r for r, _ in runs])
+            if nodes:
+                conn.execute(sa.insert(_NODE_RUNS), nodes)
 
     def events_after(
         self, run_id: str, seq: int = 0, *, limit: int | None = None

@@ -96,6 +96,8 @@ class ActiveRun:
     ``task`` resolves to the run's :class:`RunResult` wherever it executes: the
     execution itself when it runs here, else a waiter that follows the queued run's
     record. ``history`` and ``subscribers`` are filled only while it executes here.
+    ``recorded`` turns False when its final record could not be saved (an answer must
+    then not acknowledge it as finished).
     """
 
     run_id: str
@@ -106,6 +108,7 @@ class ActiveRun:
     task: asyncio.Task[RunResult] | None = None
     result: RunResult | None = None
     queued: bool = False
+    recorded: bool = True
 
 
 class RunManager:
@@ -227,6 +230,7 @@ class RunManager:
                     # reader never sees the end event live and the record not yet saved
                     self.store.save_result(result)
                 except Exception:
+                    run.recorded = False
                     log.exception("could not save the result of run %s", run_id)
                 return result
             finally:

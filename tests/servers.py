@@ -23,10 +23,12 @@ Faults are injected per request (:meth:`ServerState.inject`): ``429`` with
 ``Retry-After`` / ``retry-after-ms``, ``500``, ``503``, ``529`` (Anthropic's overloaded),
 ``quota`` (OpenAI's 429 ``insufficient_quota``), ``hang`` (say nothing past the client's
 timeout), ``cut`` (drop the connection after a few real tokens), ``slow`` (a delay
-before each token), ``refuse`` (a content-filter / refusal stop) and ``truncate`` (the
-real answer cut to a few tokens). Every request is recorded with its time
-(:attr:`ServerState.seen`); so is every client disconnect from a stream, and how many
-tokens each stream sent.
+before each token), ``refuse`` (a content-filter / refusal stop), ``truncate`` (the
+real answer cut to a few tokens), ``unfinished`` (a stream that ends cleanly after a few
+real tokens, with no finish reason — no ``message_stop`` on the Anthropic server) and
+``json`` (a whole 200 JSON answer, not Server-Sent Events, to a streaming call).
+Every request is recorded with its time (:attr:`ServerState.seen`); so is every client
+disconnect from a stream, and how many tokens each stream sent.
 
 Used as a pytest plugin: ``pytest_plugins = ["servers"]`` in a test module.
 """
@@ -83,10 +85,10 @@ class Fault:
     """One injected fault, used by one request.
 
     ``kind``: ``429``, ``500``, ``503``, ``529``, ``quota``, ``hang``, ``cut``, ``slow``,
-    ``refuse``, ``truncate``. ``retry_after`` is sent as the ``Retry-After`` header,
-    ``retry_after_ms`` as ``retry-after-ms``; ``seconds`` is how long ``hang`` stays
-    silent or ``slow`` waits before each token; ``tokens`` is how many real tokens
-    ``cut`` sends (and ``truncate`` keeps).
+    ``refuse``, ``truncate``, ``unfinished``, ``json``. ``retry_after`` is sent as the
+    ``Retry-After`` header, ``retry_after_ms`` as ``retry-after-ms``; ``seconds`` is how
+    long ``hang`` stays silent or ``slow`` waits before each token; ``tokens`` is how many
+    real tokens ``cut`` and ``unfinished`` send (and ``truncate`` keeps).
     """
 
     kind: str
@@ -437,7 +439,7 @@ def openai_app(state: ServerState, backend: Backend) -> FastAPI:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
 
-        if not body.get("stream"):
+        if not body.get("stream") or (fault is not None and fault.kind == "json"):
             pieces, result = [], None
             item = first
             while True:
@@ -491,6 +493,13 @@ def openai_app(state: ServerState, backend: Backend) -> FastAPI:
                     if item[0] == "token":
                         if fault is not None and fault.kind == "cut" and sent >= fault.tokens:
                             raise CutConnection("fault injection: connection cut mid-stream")
+                        if (
+                            fault is not None
+                            and fault.kind == "unfinished"
+                            and sent >= fault.tokens
+                        ):
+                            item = ("ended", None)
+                            return  # a clean end of the body: no finish_reason, no [DONE]
                         if fault is not None and fault.kind == "slow":
                             await asyncio.sleep(fault.seconds)
                         yield _sse(chunk({"content": item[1]}))
@@ -522,7 +531,8 @@ def openai_app(state: ServerState, backend: Backend) -> FastAPI:
 
 
 def _finished(item: tuple[str, Any]) -> bool:
-    return item[0] == "done"
+    """Whether a stream's last item ended it on the server's side (not a disconnect)."""
+    return item[0] in ("done", "ended")
 
 
 # ---- Anthropic Messages format -------------------------------------------------------------
@@ -619,7 +629,7 @@ def anthropic_app(state: ServerState, backend: Backend) -> FastAPI:
                 return "max_tokens"
             return "end_turn"
 
-        if not body.get("stream"):
+        if not body.get("stream") or (fault is not None and fault.kind == "json"):
             result = await backend.chat(local, req)
             return JSONResponse(
                 {
@@ -673,6 +683,13 @@ def anthropic_app(state: ServerState, backend: Backend) -> FastAPI:
                             continue
                         if fault is not None and fault.kind == "cut" and sent >= fault.tokens:
                             raise CutConnection("fault injection: connection cut mid-stream")
+                        if (
+                            fault is not None
+                            and fault.kind == "unfinished"
+                            and sent >= fault.tokens
+                        ):
+                            item = ("ended", None)
+                            return  # a clean end of the body: no message_stop
                         if fault is not None and fault.kind == "slow":
                             await asyncio.sleep(fault.seconds)
                         yield _sse(
@@ -754,6 +771,49 @@ class LocalServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(5)
+        self._sock.close()
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers (a hung
+    provider). ``accepted`` counts connections. Use as a context manager; leaving it
+    closes every connection."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port = self._sock.getsockname()[1]
+        self.accepted = 0
+        self._conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        self._sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            self._conns.append(conn)  # held open, never answered
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for conn in self._conns:
+            conn.close()
         self._sock.close()
 
 

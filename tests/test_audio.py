@@ -61,11 +61,7 @@ def audio_engine(tmp_path_factory: pytest.TempPathFactory, shared_models: ModelC
     """One engine for the module's tests, sharing the session's loaded models; its
     FLOWBUILDER_HOME allows reading the fixtures and the temp folders."""
     home = tmp_path_factory.mktemp("audio-home")
-    settings = Settings.from_env(home=home)
-    settings = Settings.from_env(
-        home=home,
-        allowed_roots=(*settings.allowed_roots, FIXTURES.resolve(), home.parent.resolve()),
-    )
+    settings = Settings.from_env(home=home, file_roots=(FIXTURES.resolve(), home.parent.resolve()))
     engine = Engine(default_registry(), settings)
     engine.models = engine.scheduler.models = shared_models
     return engine

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -302,7 +303,7 @@ def test_cancel_long_run(page: Page, server: tuple[str, Path]) -> None:
 
 
 def test_drop_audio_file_adds_load_node(page: Page, server: tuple[str, Path]) -> None:
-    base, _ = server
+    base, home = server
     new_flow(page, base, "Dropped")
     data = (REPO / "examples" / "jfk.ogg").read_bytes()
     transfer = page.evaluate_handle(
@@ -316,7 +317,8 @@ def test_drop_audio_file_adds_load_node(page: Page, server: tuple[str, Path]) ->
     node = page.evaluate("() => window.fbCanvas.serialize().nodes[0]")
     assert node["type"] == "core/load_file"
     assert node["properties"]["kind"] == "audio"
-    assert Path(node["properties"]["path"]).read_bytes() == data
+    assert node["properties"]["path"] == "uploads/memo.ogg"  # in the workspace, by name
+    assert (home / "files" / "uploads" / "memo.ogg").read_bytes() == data
 
 
 def test_import_export_round_trip(page: Page, server: tuple[str, Path], tmp_path: Path) -> None:
@@ -422,9 +424,10 @@ def test_generated_image_shows_as_thumbnail_and_enlarges(
     from flowbuilder.registry import default_registry
 
     base, home = server
+    shutil.copytree(tiny_sd, home / "files" / "tiny-sd", dirs_exist_ok=True)  # in the workspace
     b = GraphBuilder(default_registry())
     text = b.add("core/text", text="a red fox in the snow")
-    gen = b.add("image/generate", model=f"local:{tiny_sd}", steps=2, seed=1)
+    gen = b.add("image/generate", model="local:tiny-sd", steps=2, seed=1)
     b.link(text, "text", gen, "prompt")
     _open_stored_flow(page, base, home, "Thumbnail", b.build())
     page.get_by_test_id("run").click()

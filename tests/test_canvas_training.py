@@ -162,7 +162,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, pack: Path) -> Iterator[tup
     (home / "cache").mkdir()
     (home / "cache" / "hf").symlink_to(shared_hf, target_is_directory=True)
     pythonpath = os.pathsep.join(filter(None, [str(pack), os.environ.get("PYTHONPATH")]))
-    yield from serve(home, {"FLOWBUILDER_ALLOWED_ROOTS": str(FIXTURES), "PYTHONPATH": pythonpath})
+    yield from serve(home, {"FLOWBUILDER_FILE_ROOTS": str(FIXTURES), "PYTHONPATH": pythonpath})
 
 
 def node_types(base: str) -> set[str]:

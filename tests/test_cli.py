@@ -84,7 +84,8 @@ def env(tmp_path: Path, home: Path) -> dict[str, str]:
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fb-demo-pack\nVersion: 0.1.0\n")
     (dist / "entry_points.txt").write_text("[flowbuilder.nodes]\ndemo = fb_demo_pack:register\n")
     e = dict(os.environ)
-    e["PYTHONPATH"] = str(site)
+    # the pack first, then the caller's path (a checkout's own code before the installed one)
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), e.get("PYTHONPATH", "")) if p)
     e["FLOWBUILDER_HOME"] = str(home)
     e["COLUMNS"] = "200"
     return e
@@ -92,7 +93,8 @@ def env(tmp_path: Path, home: Path) -> dict[str, str]:
 
 @pytest.fixture
 def demo_registry(env: dict[str, str]) -> Registry:
-    sys.path.insert(0, env["PYTHONPATH"])
+    site = env["PYTHONPATH"].split(os.pathsep)[0]
+    sys.path.insert(0, site)
     try:
         import fb_demo_pack
 
@@ -100,7 +102,7 @@ def demo_registry(env: dict[str, str]) -> Registry:
         fb_demo_pack.register(reg)
         return reg
     finally:
-        sys.path.remove(env["PYTHONPATH"])
+        sys.path.remove(site)
 
 
 def cli(
@@ -302,7 +304,7 @@ def test_out_dir_writes_outputs(
     b.link(load, "file", o1, "value")
     b.link(load, "text", o2, "value")
     save_graph(b.build(), tmp_path / "g.json")
-    env = {**env, "FLOWBUILDER_ALLOWED_ROOTS": str(tmp_path)}
+    env = {**env, "FLOWBUILDER_FILE_ROOTS": str(tmp_path)}
     proc = cli("run", str(tmp_path / "g.json"), "--out", str(tmp_path / "out"), env=env)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "file.txt").read_text() == "some notes\n"

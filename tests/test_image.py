@@ -174,10 +174,7 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def image_engine(tmp_path_factory: pytest.TempPathFactory, shared_models: ModelCache) -> Engine:
     home = tmp_path_factory.mktemp("image-home")
-    settings = Settings.from_env(home=home)
-    settings = Settings.from_env(
-        home=home, allowed_roots=(*settings.allowed_roots, home.parent.resolve())
-    )
+    settings = Settings.from_env(home=home, file_roots=(home.parent.resolve(),))
     engine = Engine(default_registry(), settings)
     engine.models = engine.scheduler.models = shared_models
     return engine
@@ -325,7 +322,7 @@ def test_load_resize_save(image_engine: Engine, photo: Path) -> None:
     r, g, bl = cropped.getpixel((25, 25))  # type: ignore[misc]
     assert r > 200 and g > 200 and bl < 80  # the yellow square
     saved = Path(outs["5"]["path"])
-    assert saved == image_engine.settings.home / "outputs" / "crop.webp"
+    assert saved == image_engine.settings.home / "files" / "crop.webp"  # in the workspace
     assert Image.open(saved).format == "WEBP"
 
 
@@ -349,7 +346,8 @@ def test_image_errors(image_engine: Engine, photo: Path, tmp_path: Path) -> None
     b = GraphBuilder(image_engine.registry)
     b.add("image/load", path="/etc/hostname")
     result, _ = run(image_engine, b)
-    assert result.status == "failed" and "outside the allowed folders" in (result.error or "")
+    assert result.status == "failed"
+    assert "field 'path': '/etc/hostname' is outside every folder" in (result.error or "")
 
 
 @pytest.mark.slow

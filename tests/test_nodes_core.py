@@ -17,12 +17,18 @@ from flowbuilder.types import DocumentRef
 
 
 @pytest.fixture
-def wd_engine(
-    tmp_path: Path, registry: Registry, home: Path, monkeypatch: pytest.MonkeyPatch
-) -> Engine:
-    """An engine started in ``tmp_path`` (so that folder is an allowed root)."""
-    monkeypatch.chdir(tmp_path)
-    return Engine(registry, Settings.from_env())
+def wd_engine(tmp_path: Path, registry: Registry, home: Path) -> Engine:
+    """An engine whose user named ``tmp_path`` as a root (the data directory inside it
+    stays out of reach); relative paths are in the workspace."""
+    return Engine(registry, Settings.from_env(file_roots=(tmp_path,)))
+
+
+@pytest.fixture
+def work(home: Path) -> Path:
+    """The workspace, ``FLOWBUILDER_HOME/files``: where relative paths resolve."""
+    path = home / "files"
+    path.mkdir(parents=True)
+    return path
 
 
 def run_single(
@@ -132,9 +138,9 @@ def test_number_widens_into_number_input(engine: Engine, builder: GraphBuilder) 
 
 
 def test_load_file_reads_text_as_artifact(
-    tmp_path: Path, wd_engine: Engine, builder: GraphBuilder
+    work: Path, wd_engine: Engine, builder: GraphBuilder
 ) -> None:
-    (tmp_path / "notes.md").write_text("# Notes\nbuy milk\n")
+    (work / "notes.md").write_text("# Notes\nbuy milk\n")
     r = run_single(wd_engine, builder, "core/load_file", path="notes.md", kind="text")
     assert r.outputs == {"out": "# Notes\nbuy milk\n"}
 
@@ -144,13 +150,13 @@ def test_load_file_refuses_paths_outside_allowed_roots(
 ) -> None:
     r = run_single(wd_engine, builder, "core/load_file", path="/etc/hostname", kind="text")
     assert r.status == "failed"
-    assert "outside the allowed folders" in (r.error or "")
-    assert "FLOWBUILDER_ALLOWED_ROOTS" in (r.error or "")
+    assert "field 'path': '/etc/hostname' is outside every folder" in (r.error or "")
+    assert "FLOWBUILDER_FILE_ROOTS" in (r.error or "")
 
 
-def test_load_file_edit_reruns_it(tmp_path: Path, wd_engine: Engine, registry: Registry) -> None:
+def test_load_file_edit_reruns_it(work: Path, wd_engine: Engine, registry: Registry) -> None:
     engine = wd_engine
-    note = tmp_path / "n.txt"
+    note = work / "n.txt"
     note.write_text("v1")
     b = GraphBuilder(registry)
     load = b.add("core/load_file", path="n.txt")
@@ -165,18 +171,18 @@ def test_load_file_edit_reruns_it(tmp_path: Path, wd_engine: Engine, registry: R
 
 
 def test_load_file_non_utf8_text_errors(
-    tmp_path: Path, wd_engine: Engine, builder: GraphBuilder
+    work: Path, wd_engine: Engine, builder: GraphBuilder
 ) -> None:
-    (tmp_path / "x.bin").write_bytes(b"\xff\xfe\x00bad")
+    (work / "x.bin").write_bytes(b"\xff\xfe\x00bad")
     r = run_single(wd_engine, builder, "core/load_file", path="x.bin", kind="text")
     assert r.status == "failed" and "not UTF-8 text" in (r.error or "")
 
 
 def test_save_file_writes_text_json_and_artifacts(
-    tmp_path: Path, wd_engine: Engine, registry: Registry, home: Path
+    tmp_path: Path, work: Path, wd_engine: Engine, registry: Registry
 ) -> None:
     engine = wd_engine
-    (tmp_path / "in.txt").write_text("payload")
+    (work / "in.txt").write_text("payload")
     b = GraphBuilder(registry)
     text = b.add("core/text", text="héllo")
     save_text = b.add("core/save_file", path="a/hello.txt")
@@ -191,38 +197,28 @@ def test_save_file_writes_text_json_and_artifacts(
     b.link(save_text, "path", out, "value")
     r = asyncio.run(engine.run(b.build()))
     assert r.status == "finished", r.error
-    assert Path(r.outputs["where"]) == home / "outputs" / "a" / "hello.txt"
-    assert (home / "outputs" / "a" / "hello.txt").read_text(encoding="utf-8") == "héllo"
+    assert Path(r.outputs["where"]) == work / "a" / "hello.txt"
+    assert (work / "a" / "hello.txt").read_text(encoding="utf-8") == "héllo"
     assert (tmp_path / "data.json").read_text() == '{\n  "k": [\n    1,\n    2\n  ]\n}\n'
-    assert (home / "outputs" / "copy.txt").read_text() == "payload"
-    assert not [p for p in (home / "outputs").rglob(".*tmp")]
+    assert (work / "copy.txt").read_text() == "payload"
+    assert not [p for p in tmp_path.rglob(".*tmp")]
 
 
-def test_save_file_respects_overwrite_and_roots(
-    tmp_path: Path, engine: Engine, builder: GraphBuilder, home: Path
-) -> None:
-    (home / "outputs").mkdir(parents=True)
-    (home / "outputs" / "keep.txt").write_text("original")
-    r = run_single(
-        engine,
-        builder,
-        "core/save_file",
-        {"value": ("text", "new")},
-        output="path",
-        path="keep.txt",
-        overwrite=False,
-    )
-    assert r.status == "failed" and "exists" in (r.error or "")
-    assert (home / "outputs" / "keep.txt").read_text() == "original"
-    r = run_single(
-        engine,
-        GraphBuilder(engine.registry),
-        "core/save_file",
-        {"value": ("text", "x")},
-        output="path",
-        path="/etc/evil.txt",
-    )
-    assert r.status == "failed" and "outside the allowed folders" in (r.error or "")
+def test_save_file_respects_overwrite_and_roots(work: Path, engine: Engine) -> None:
+    def save(path: str, **params: Any) -> RunResult:
+        b = GraphBuilder(engine.registry)
+        return run_single(
+            engine, b, "core/save_file", {"value": ("text", "new")}, "path", path=path, **params
+        )
+
+    (work / "keep.txt").write_text("original")
+    r = save("keep.txt")
+    assert r.status == "failed" and "exists and 'overwrite' is off" in (r.error or "")
+    assert (work / "keep.txt").read_text() == "original"  # overwrite is off by default
+    r = save("keep.txt", overwrite=True)
+    assert r.status == "finished" and (work / "keep.txt").read_text() == "new"
+    r = save("/etc/evil.txt")
+    assert r.status == "failed" and "outside every folder nodes may use" in (r.error or "")
 
 
 def test_input_default_and_file_inputs(
@@ -232,7 +228,7 @@ def test_input_default_and_file_inputs(
     out = builder.add("core/output", name="out")
     builder.link(doc, "value", out, "value")
     (tmp_path / "a.rst").write_text("Title\n=====\n")
-    r = asyncio.run(engine.run(builder.build(), {"doc": str(tmp_path / "a.rst")}))
+    r = asyncio.run(engine.run(builder.build(), {"doc": "a.rst"}, base_dir=tmp_path))
     ref = r.outputs["out"]
     assert isinstance(ref, DocumentRef) and ref.name == "a.rst" and ref.size == 12
     assert engine.artifacts.path(ref).read_text() == "Title\n=====\n"

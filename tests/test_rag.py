@@ -275,7 +275,7 @@ def test_pipeline_nodes_and_ingest(
     registry: Registry, home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = _folder(tmp_path)
-    monkeypatch.setenv("FLOWBUILDER_ALLOWED_ROOTS", str(tmp_path))
+    monkeypatch.setenv("FLOWBUILDER_FILE_ROOTS", str(tmp_path))
     engine = Engine(registry, Settings.from_env())
 
     # Load → Split → Embed → Write
@@ -337,7 +337,7 @@ def test_nodes_report_user_errors(registry: Registry, home: Path, tmp_path: Path
     sink = b.add("core/output", name="d")
     b.link(node, "documents", sink, "value")
     result = asyncio.run(engine.run(b.build(), {}))
-    assert "outside the allowed folders" in (result.error or "")
+    assert "field 'path': '/etc' is outside every folder nodes may use" in (result.error or "")
 
 
 def test_cli_kb(home: Path, tmp_path: Path) -> None:

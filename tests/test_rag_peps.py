@@ -70,8 +70,7 @@ def peps(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, dict[str, in
     warm = kept.is_dir() and not os.environ.get("FLOWBUILDER_RAG_REBUILD")
     if warm:
         shutil.copytree(kept, home / "knowledge")
-    base = Settings.from_env(home=home)
-    settings = Settings.from_env(home=home, allowed_roots=(*base.allowed_roots, PEPS))
+    settings = Settings.from_env(home=home, file_roots=(PEPS,))
     engine = Engine(default_registry(), settings)
     start = time.perf_counter()
     summary = _ingest(engine)

@@ -327,10 +327,9 @@ def parity_engines(
     """A local and a Ray engine on one data directory (one artifact store, so equal
     artifacts have equal ids)."""
     home = tmp_path_factory.mktemp("parity-home")
-    base = Settings.from_env(home=home)
-    roots = (*base.allowed_roots, tmp_path_factory.getbasetemp().resolve(), FIXTURES.resolve())
-    local = Engine(default_registry(), Settings.from_env(home=home, allowed_roots=roots))
-    remote_settings = Settings.from_env(home=home, allowed_roots=roots, executor="ray")
+    roots = (tmp_path_factory.getbasetemp().resolve(), FIXTURES.resolve())
+    local = Engine(default_registry(), Settings.from_env(home=home, file_roots=roots))
+    remote_settings = Settings.from_env(home=home, file_roots=roots, executor="ray")
     remote = Engine(default_registry(), remote_settings)
     yield local, remote
     remote.close()

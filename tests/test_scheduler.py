@@ -579,7 +579,7 @@ def test_save_file_is_never_served_from_the_cache(
     builder.link(text, "text", save, "value")
     graph = builder.build()
     run(engine, graph)
-    saved = home / "outputs" / "hello.txt"
+    saved = home / "files" / "hello.txt"
     saved.unlink()
 
     result = run(engine, graph)
@@ -652,7 +652,7 @@ def test_a_file_input_is_copied_into_the_artifact_store(
     source = tmp_path / "notes.txt"
     source.write_text("meeting at noon\n")
     plan = engine.compile(inputs_graph)
-    bound = engine.bind_inputs(plan, {"count": 1, "doc": str(source)})
+    bound = engine.bind_inputs(plan, {"count": 1, "doc": str(source)}, base_dir=tmp_path)
 
     doc_id = next(i.node_id for i in plan.inputs if i.name == "doc")
     ref = bound[doc_id]
@@ -673,7 +673,7 @@ def test_a_missing_file_input_is_refused(
 ) -> None:
     plan = engine.compile(inputs_graph)
     with pytest.raises(InputError, match=r"'doc'.*not found"):
-        engine.bind_inputs(plan, {"count": 1, "doc": str(tmp_path / "absent.txt")})
+        engine.bind_inputs(plan, {"count": 1, "doc": "absent.txt"}, base_dir=tmp_path)
 
 
 # ---- intermediate values ---------------------------------------------------------------

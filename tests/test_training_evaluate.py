@@ -341,10 +341,17 @@ def test_evaluate_bad_input(registry: Registry, engine: Engine, tmp_path: Path) 
     assert "connect a text or a dataset" in error(text=None)
     assert "local model 'nope'" in error(model="local:nope")
     assert "provider 'openai'" in error(model="openai:gpt-4o-mini")
-    hf_dir = tmp_path / "tiny"
+    hf_dir = engine.scheduler.files.workspace / "tiny"
     hf_dir.mkdir()
     (hf_dir / "config.json").write_text("{}")
     assert "llama.cpp needs a GGUF" in error(model=str(hf_dir), backend="llama.cpp")
+    assert "llama.cpp needs a GGUF" in error(model="local:tiny", backend="llama.cpp")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    assert "field 'model'" in error(model=f"local:{outside}") and "outside every" in error(
+        model=str(outside)
+    )
     assert "need a dataset" in error(metrics="exact_match")
     assert "dataset row 2" in error(rows=[{"text": "fine"}, {"question": "?"}])
     assert "need instruction rows" in error(rows=[{"text": "only text"}], metrics="contains")

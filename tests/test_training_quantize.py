@@ -49,7 +49,8 @@ def qengine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLOWBUILDER_HOME", str(home))
         mp.setenv("HF_HUB_OFFLINE", "1")
-        yield Engine(default_registry(), Settings.from_env(home=home))
+        roots = (tmp_path_factory.getbasetemp(),)  # the tests' own model folders
+        yield Engine(default_registry(), Settings.from_env(home=home, file_roots=roots))
 
 
 @pytest.fixture(scope="module")

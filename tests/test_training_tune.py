@@ -76,7 +76,7 @@ def rows_of(engine: Engine, ref: Any) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def data_engine(registry: Registry, home: Path, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    monkeypatch.setenv("FLOWBUILDER_ALLOWED_ROOTS", f"{FIXTURES}:{home.parent}")
+    monkeypatch.setenv("FLOWBUILDER_FILE_ROOTS", f"{FIXTURES}:{home.parent}")
     return Engine(registry, Settings.from_env())
 
 
@@ -207,7 +207,7 @@ def train_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     (home / "cache").mkdir(parents=True)
     (home / "cache" / "hf").symlink_to(shared, target_is_directory=True)
     mp.setenv("FLOWBUILDER_HOME", str(home))
-    mp.setenv("FLOWBUILDER_ALLOWED_ROOTS", f"{FIXTURES}:{home.parent}")
+    mp.setenv("FLOWBUILDER_FILE_ROOTS", f"{FIXTURES}:{home.parent}")
     mp.setenv("HF_HUB_OFFLINE", "1")
     yield Engine(default_registry(), Settings.from_env())
     mp.undo()

@@ -60,7 +60,9 @@ def test_voice_memo_cli_json() -> None:
 
 def test_transcript_word_error_rate(model_engine: Engine) -> None:
     graph = load_graph(REPO / "examples" / "voice_memo.json")
-    result = asyncio.run(model_engine.run(graph, {"audio": str(JFK)}, keep_outputs=True))
+    result = asyncio.run(
+        model_engine.run(graph, {"audio": str(JFK)}, keep_outputs=True, base_dir=REPO)
+    )
     assert result.status == "finished", result.error
     transcript = result.outputs["transcript"]
     truth = jiwer.Compose(
@@ -124,7 +126,7 @@ def test_non_audio_file_fails_clearly(model_engine: Engine, tmp_path: Path) -> N
     fake = tmp_path / "notes.wav"
     fake.write_text("this is not audio at all")
     graph = load_graph(REPO / "examples" / "voice_memo.json")
-    result = asyncio.run(model_engine.run(graph, {"audio": str(fake)}))
+    result = asyncio.run(model_engine.run(graph, {"audio": str(fake)}, base_dir=tmp_path))
     assert result.status == "failed"
     assert result.failed_node == "2"
     assert "cannot decode 'notes.wav' as audio" in (result.error or "")
@@ -132,10 +134,16 @@ def test_non_audio_file_fails_clearly(model_engine: Engine, tmp_path: Path) -> N
 
 
 def test_missing_gguf_model_is_a_clear_error(model_engine: Engine) -> None:
-    b = GraphBuilder(model_engine.registry)
-    p = b.add("core/text", text="hi")
-    chat = b.add("llm/chat", model="local:/nowhere/model.gguf")
-    b.link(p, "text", chat, "prompt")
-    result = asyncio.run(model_engine.run(b.build()))
-    assert result.status == "failed"
-    assert "neither a bundled model (smollm2) nor a .gguf file" in (result.error or "")
+    def error(model: str) -> str:
+        b = GraphBuilder(model_engine.registry)
+        p = b.add("core/text", text="hi")
+        chat = b.add("llm/chat", model=model)
+        b.link(p, "text", chat, "prompt")
+        result = asyncio.run(model_engine.run(b.build()))
+        assert result.status == "failed"
+        return result.error or ""
+
+    # a relative path is in the workspace; one outside every root is refused unread
+    assert "neither a bundled model (smollm2) nor a .gguf file" in error("local:gone/model.gguf")
+    refused = error("local:/nowhere/model.gguf")
+    assert "field 'model': '/nowhere/model.gguf' is outside every folder" in refused

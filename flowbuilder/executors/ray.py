@@ -100,6 +100,7 @@ class _Call:
     run_id: str
     node_id: str
     node_type: str
+    started_at: float | None = None  # the driver's RunContext.started_at
 
 
 # ---- the worker side -------------------------------------------------------------------
@@ -197,6 +198,8 @@ async def _execute(
         bus=_ForwardBus(call.run_id, put),
         cancel=cancel,
         loop=asyncio.get_running_loop(),
+        started_at=call.started_at,
+        node_title=cls.meta.title,
     )
     node_log = logging.Logger(f"flowbuilder.node.{call.node_type}", logging.INFO)
     node_log.addHandler(_ForwardLog(put))
@@ -464,7 +467,7 @@ class RayExecutor:
         meta = cls.meta
         heavy = cls.is_heavy(inputs)
         self._check_feasible(meta, ctx, heavy)
-        call = _Call(ctx.run_id, ctx.node_id, ctx.node_type)
+        call = _Call(ctx.run_id, ctx.node_id, ctx.node_type, ctx.started_at)
         actor_key: tuple[Any, ...] | None = None
         if heavy:
             actor_key, actor = self._actor(meta)

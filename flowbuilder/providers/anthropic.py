@@ -7,26 +7,28 @@ cancelled node closes the stream at once. A JSON schema is sent as the API's
 structured-output format (``output_config.format``). The Messages API of the 2.x SDK
 takes no sampling parameters: ``temperature``, ``top_p`` and ``seed`` are not sent. It
 has no embeddings. Faults are mapped as described in :mod:`flowbuilder.providers.remote`;
-a ``refusal`` stop reason is a refused request.
+a ``refusal`` stop reason is a refused request; a stream without ``message_stop`` is an
+incomplete answer (retried, never a result).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flowbuilder.providers import ChatRequest, ChatResult, TokenCallback, Usage
 from flowbuilder.providers.config import Endpoint
 from flowbuilder.providers.remote import (
+    Deadline,
+    RemoteChat,
     api_key,
     connection_error,
+    incomplete_error,
+    not_a_stream,
     refused_error,
     status_error,
     timeout_error,
 )
 from flowbuilder.secrets import SecretStore
-
-if TYPE_CHECKING:
-    from flowbuilder.context import RunContext
 
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
 
@@ -45,7 +47,7 @@ def to_messages(request: ChatRequest) -> tuple[str, list[dict[str, str]]]:
     return system, turns
 
 
-class AnthropicProvider:
+class AnthropicProvider(RemoteChat):
     """Chat through an Anthropic Messages API endpoint (see the module docstring)."""
 
     def __init__(self, endpoint: Endpoint, secrets: SecretStore) -> None:
@@ -69,37 +71,49 @@ class AnthropicProvider:
             }
         return params
 
-    async def chat(
+    async def _chat(
         self,
-        ctx: RunContext,
         model: str,
         request: ChatRequest,
-        on_token: TokenCallback | None = None,
+        on_token: TokenCallback | None,
+        deadline: Deadline,
     ) -> ChatResult:
         import anthropic
         import httpx2
 
         params = self._params(model, request)
         key = api_key(self.endpoint, self.secrets, request.credential)
-        timeout = request.timeout_s or self.endpoint.timeout_s
+        timeout = deadline.timeout(request.timeout_s or self.endpoint.timeout_s)
         pieces: list[str] = []
         prompt_tokens = completion_tokens = 0
         stop_reason: str | None = None
+        stopped = False
+        events = 0
         answered_by = model
         started = False
         client = anthropic.AsyncAnthropic(
             api_key=key,
             base_url=self.endpoint.base_url,
-            timeout=anthropic.Timeout(timeout, connect=self.endpoint.connect_timeout_s),
+            timeout=anthropic.Timeout(
+                timeout, connect=min(timeout, self.endpoint.connect_timeout_s)
+            ),
             max_retries=0,
         )
         try:
             async with client:
                 stream = await client.messages.create(**params, stream=True)
                 async with stream:
+                    wrong = not_a_stream(
+                        self.endpoint, model, stream.response.headers.get("content-type", "")
+                    )
+                    if wrong is not None:
+                        raise wrong
                     async for event in stream:
                         started = True
-                        if event.type == "message_start":
+                        events += 1
+                        if event.type == "message_stop":
+                            stopped = True
+                        elif event.type == "message_start":
                             answered_by = event.message.model or answered_by
                             prompt_tokens = event.message.usage.input_tokens or 0
                         elif event.type == "content_block_delta":
@@ -127,6 +141,8 @@ class AnthropicProvider:
             raise connection_error(self.endpoint, model, exc, streaming=started) from None
         if stop_reason == "refusal":
             raise refused_error(self.endpoint, model, "stop reason 'refusal'")
+        if not stopped:
+            raise incomplete_error(self.endpoint, model, f"no message_stop after {events} events")
         return ChatResult(
             text="".join(pieces),
             usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens),

@@ -11,7 +11,11 @@ Model names (after ``local:``):
   with sentence-transformers (a sentence-transformers directory, or any encoder with
   mean pooling);
 - a name under ``FLOWBUILDER_HOME/models`` (``my-finetune`` for ``models/my-finetune/``
-  or ``models/my-finetune.gguf``).
+  or ``models/my-finetune.gguf``): the model store, reached only by such a name.
+
+Paths come from graphs, so a node resolves them through the file-access policy
+(``ctx.files``, :mod:`flowbuilder.files`): a relative path is in the workspace, and a
+path outside the folders nodes may use is refused.
 
 Loaded models stay in the process's model cache. :class:`LocalModels` does the work
 without a run context (the test servers use it too); :class:`LocalProvider` is the
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -74,19 +79,40 @@ def _dir_kind(path: Path) -> LocalKind | None:
     return None
 
 
-def resolve_local(model: str, models_dir: Path | None = None) -> LocalModelSpec:
-    """Find a local model by bundled name, path, or name under ``models_dir``.
+MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+"""A name in the model store: 1–100 letters, digits, ``._-``, starting with a letter or
+digit (so never a path: no ``/``, no ``..``)."""
+
+PathCheck = Callable[[str], Path]
+"""Turns a path a user gave into a checked real path, or raises (``ctx.files.read_path``)."""
+
+
+def store_candidates(name: str, models_dir: Path | None) -> list[Path]:
+    """Where the model store keeps a model called ``name`` (none for a non-name)."""
+    if models_dir is None or not MODEL_NAME.match(name):
+        return []
+    return [models_dir / name, models_dir / f"{name}.gguf"]
+
+
+def resolve_local(
+    model: str, models_dir: Path | None = None, paths: PathCheck | None = None
+) -> LocalModelSpec:
+    """Find a local model by bundled name, name in the model store ``models_dir``, or path.
+
+    ``paths`` checks a path (the file-access policy; a node must pass it); without it a
+    path is taken as given, for callers that are the user themselves.
 
     Raises:
         NodeError: nothing of that name; the message lists the bundled models.
+        FileAccessError: ``paths`` refused the path.
     """
     name = model.removeprefix("bundled:")
     bundled = BUNDLED.get(name)
     if bundled is not None and bundled.kind in ("gguf", "sentence-transformers"):
         return LocalModelSpec(model, bundled.kind, bundled.path())  # type: ignore[arg-type]
-    candidates = [Path(model).expanduser()]
-    if models_dir is not None and "/" not in model and "\\" not in model:
-        candidates += [models_dir / model, models_dir / f"{model}.gguf"]
+    candidates = store_candidates(model, models_dir)
+    if not any(p.exists() for p in candidates):
+        candidates = [paths(model) if paths is not None else Path(model).expanduser()]
     for path in candidates:
         if path.is_file() and path.suffix.lower() == ".gguf":
             return LocalModelSpec(model, "gguf", path)
@@ -103,13 +129,14 @@ def resolve_local(model: str, models_dir: Path | None = None) -> LocalModelSpec:
     )
 
 
-def gguf_path(model: str) -> Path:
-    """Resolve a local model name to a GGUF file (bundled name or path).
+def gguf_path(model: str, paths: PathCheck | None = None) -> Path:
+    """Resolve a local model name to a GGUF file (bundled name or path, checked by
+    ``paths`` as in :func:`resolve_local`).
 
     Raises:
         NodeError: neither a bundled GGUF model nor an existing ``.gguf`` file.
     """
-    spec = resolve_local(model)
+    spec = resolve_local(model, paths=paths)
     if spec.kind != "gguf":
         raise NodeError(f"local model '{model}' is not a .gguf model")
     return spec.path
@@ -425,11 +452,16 @@ class LocalModels:
     (or batches) and should raise to stop.
     """
 
-    def __init__(self, models: ModelCache, models_dir: Path | None = None) -> None:
-        self.models, self.models_dir = models, models_dir
+    def __init__(
+        self,
+        models: ModelCache,
+        models_dir: Path | None = None,
+        paths: PathCheck | None = None,
+    ) -> None:
+        self.models, self.models_dir, self.paths = models, models_dir, paths
 
     def resolve(self, model: str) -> LocalModelSpec:
-        return resolve_local(model, self.models_dir)
+        return resolve_local(model, self.models_dir, self.paths)
 
     def _entry(self, spec: LocalModelSpec) -> LoadedModel:
         key = f"{spec.kind}:{spec.path.resolve()}"
@@ -517,7 +549,7 @@ class LocalProvider:
         request: ChatRequest,
         on_token: TokenCallback | None = None,
     ) -> ChatResult:
-        local = LocalModels(ctx.models, self.models_dir)
+        local = LocalModels(ctx.models, self.models_dir, ctx.files.path_check("model"))
         return await ctx.to_thread(local.chat, model, request, on_token, ctx.check_cancelled)
 
     async def embed(
@@ -527,7 +559,7 @@ class LocalProvider:
         request: EmbedRequest,
         on_progress: ProgressCallback | None = None,
     ) -> EmbeddingResult:
-        local = LocalModels(ctx.models, self.models_dir)
+        local = LocalModels(ctx.models, self.models_dir, ctx.files.path_check("model"))
         return await ctx.to_thread(local.embed, model, request, on_progress, ctx.check_cancelled)
 
 

@@ -4,7 +4,8 @@ One class serves the OpenAI API and any server speaking its wire format (Ollama,
 LM Studio, llama.cpp server) at a configured ``base_url``. Answers always stream
 (``stream_options.include_usage`` for token counts), so tokens arrive as progress and a
 cancelled node closes the HTTP stream at once. Faults are mapped as described in
-:mod:`flowbuilder.providers.remote`.
+:mod:`flowbuilder.providers.remote`; a stream that ends without a ``finish_reason``, or a
+200 answer that is not a stream, is an incomplete answer (retried, never a result).
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ from flowbuilder.providers import (
 )
 from flowbuilder.providers.config import Endpoint
 from flowbuilder.providers.remote import (
+    Deadline,
+    RemoteChat,
     api_key,
     connection_error,
+    incomplete_error,
+    not_a_stream,
     refused_error,
     status_error,
     timeout_error,
@@ -41,7 +46,7 @@ if TYPE_CHECKING:
 EMBED_BATCH = 256
 
 
-class OpenAIProvider:
+class OpenAIProvider(RemoteChat):
     """Chat and embeddings through an OpenAI-format endpoint (see the module docstring)."""
 
     def __init__(self, endpoint: Endpoint, secrets: SecretStore) -> None:
@@ -58,12 +63,11 @@ class OpenAIProvider:
         import openai
 
         key = api_key(self.endpoint, self.secrets, credential)
+        total = timeout_s or self.endpoint.timeout_s
         client = openai.AsyncOpenAI(
             api_key=key,
             base_url=self.endpoint.base_url,
-            timeout=openai.Timeout(
-                timeout_s or self.endpoint.timeout_s, connect=self.endpoint.connect_timeout_s
-            ),
+            timeout=openai.Timeout(total, connect=min(total, self.endpoint.connect_timeout_s)),
             max_retries=0,
         )
         async with client:
@@ -129,32 +133,38 @@ class OpenAIProvider:
                 self.endpoint, model, 500, exc.body, None, exc.message, credential
             ) from None
 
-    async def chat(
+    async def _chat(
         self,
-        ctx: RunContext,
         model: str,
         request: ChatRequest,
-        on_token: TokenCallback | None = None,
+        on_token: TokenCallback | None,
+        deadline: Deadline,
     ) -> ChatResult:
-
-        timeout = request.timeout_s or self.endpoint.timeout_s
+        timeout = deadline.timeout(request.timeout_s or self.endpoint.timeout_s)
         pieces: list[str] = []
         refusal: list[str] = []
         usage = Usage()
-        finish = "stop"
+        finish: str | None = None
+        chunks = 0
         answered_by = model
         started = False
         errors = self._sdk_errors(model, request.credential, timeout, lambda: started)
         with errors:
-            async with self._client(request.credential, request.timeout_s) as client:
+            async with self._client(request.credential, timeout) as client:
                 stream = await client.chat.completions.create(
                     **self._params(model, request),
                     stream=True,
                     stream_options={"include_usage": True},
                 )
                 async with stream:
+                    wrong = not_a_stream(
+                        self.endpoint, model, stream.response.headers.get("content-type", "")
+                    )
+                    if wrong is not None:
+                        raise wrong
                     async for chunk in stream:
                         started = True
+                        chunks += 1
                         answered_by = chunk.model or answered_by
                         if chunk.usage is not None:
                             usage = Usage(
@@ -175,6 +185,8 @@ class OpenAIProvider:
                                 on_token(delta.content)
         if refusal:
             raise refused_error(self.endpoint, model, "".join(refusal))
+        if finish is None:
+            raise incomplete_error(self.endpoint, model, f"no finish_reason after {chunks} chunks")
         if finish == "content_filter":
             raise refused_error(self.endpoint, model, "its content filter stopped the answer")
         if usage.completion_tokens == 0 and pieces:
@@ -190,25 +202,26 @@ class OpenAIProvider:
         request: EmbedRequest,
         on_progress: ProgressCallback | None = None,
     ) -> EmbeddingResult:
-
-        timeout = request.timeout_s or self.endpoint.timeout_s
+        deadline = Deadline(ctx, self.endpoint, model)
         vectors: list[list[float]] = []
         tokens = 0
         total = len(request.texts)
-        with self._sdk_errors(model, request.credential, timeout):
-            async with self._client(request.credential, request.timeout_s) as client:
-                for start in range(0, total, EMBED_BATCH):
-                    ctx.check_cancelled()
-                    batch = request.texts[start : start + EMBED_BATCH]
-                    response = await client.embeddings.create(
-                        model=model, input=batch, encoding_format="float"
-                    )
-                    data = sorted(response.data, key=lambda d: d.index)
-                    vectors.extend(list(map(float, d.embedding)) for d in data)
-                    if response.usage is not None:
-                        tokens += response.usage.prompt_tokens or 0
-                    if on_progress is not None:
-                        on_progress(min(start + EMBED_BATCH, total), total)
+        async with deadline.bound():
+            timeout = deadline.timeout(request.timeout_s or self.endpoint.timeout_s)
+            with self._sdk_errors(model, request.credential, timeout):
+                async with self._client(request.credential, timeout) as client:
+                    for start in range(0, total, EMBED_BATCH):
+                        ctx.check_cancelled()
+                        batch = request.texts[start : start + EMBED_BATCH]
+                        response = await client.embeddings.create(
+                            model=model, input=batch, encoding_format="float"
+                        )
+                        data = sorted(response.data, key=lambda d: d.index)
+                        vectors.extend(list(map(float, d.embedding)) for d in data)
+                        if response.usage is not None:
+                            tokens += response.usage.prompt_tokens or 0
+                        if on_progress is not None:
+                            on_progress(min(start + EMBED_BATCH, total), total)
         if request.normalize:
             vectors = [_unit(v) for v in vectors]
         dims = len(vectors[0]) if vectors else 0

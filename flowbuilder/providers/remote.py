@@ -11,31 +11,53 @@ Fault handling (the same for OpenAI, Anthropic and OpenAI-compatible servers):
   (``retry-after-ms`` or ``retry-after`` in seconds or as an HTTP date) — so every retry
   is an event (``node_started`` with ``attempt``) a user sees;
 - transient: HTTP 408, 409, 429 (not ``insufficient_quota``), 5xx (and Anthropic's 529
-  "overloaded"), connection refused or dropped (also in the middle of a stream), and
-  connect/read timeouts;
+  "overloaded"), connection refused or dropped (also in the middle of a stream),
+  connect/read timeouts, and an incomplete answer (:func:`incomplete_error`: a stream that
+  ends without its finish reason or ``message_stop``, or a 200 answer to a streaming call
+  that is not a stream) — never a finished, cached result;
 - not retried: 400, 401, 403, 404, 413, 422 — each with a sentence saying what to do
   (wrong key, unknown model, prompt too long, refused request);
-- a ``Retry-After`` longer than :data:`MAX_RETRY_AFTER_S` is not waited for.
+- a ``Retry-After`` longer than :data:`MAX_RETRY_AFTER_S` is not waited for;
+- one deadline spans a node's attempts (:class:`Deadline`: ``FLOWBUILDER_REMOTE_DEADLINE_S``,
+  default 120 s, from the node's first attempt): each attempt waits at most what is left of
+  it (or the node's own ``timeout``, the endpoint's ``timeout_s`` when unset, if smaller),
+  and a transient fault once it is spent, or whose ``Retry-After`` it would not leave
+  time for, fails the node at once with a message naming the endpoint and the deadline —
+  so a provider that accepts the connection and never answers fails in about the
+  deadline, not in four read timeouts plus back-off.
 
 Every message goes through :func:`flowbuilder.secrets.redact`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import threading
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from flowbuilder.errors import NodeError, RetryableError
-from flowbuilder.providers import ChatProvider, ContextTooLong
+from flowbuilder.providers import (
+    ChatProvider,
+    ChatRequest,
+    ChatResult,
+    ContextTooLong,
+    TokenCallback,
+)
 from flowbuilder.providers.config import Endpoint, ProviderConfig
 from flowbuilder.providers.credentials import api_key as api_key  # used by the providers
 from flowbuilder.providers.credentials import endpoint_keys
 from flowbuilder.secrets import SecretStore, redact
 
+if TYPE_CHECKING:
+    from flowbuilder.context import RunContext
+
 MAX_RETRY_AFTER_S = 60.0
+MIN_ATTEMPT_S = 0.05
+"""An attempt is not started with less than this left of the deadline."""
 
 _CONTEXT_MARKERS = (
     "context_length_exceeded",
@@ -79,6 +101,100 @@ class RemoteProviders:
                 provider = OpenAIProvider(endpoint, self.secrets)
             self._cache[name] = (endpoint, provider)
             return provider
+
+
+class Deadline:
+    """The overall deadline of one node's calls to an endpoint, across its retries.
+
+    ``ctx.settings.remote_deadline_s`` seconds (``FLOWBUILDER_REMOTE_DEADLINE_S``) from
+    ``ctx.started_at``, the node's first attempt. Use :meth:`timeout` for the SDK's
+    timeout of an attempt and :meth:`bound` around the attempt.
+    """
+
+    def __init__(self, ctx: RunContext, endpoint: Endpoint, model: str) -> None:
+        self.total = ctx.settings.remote_deadline_s
+        self.end = ctx.started_at + self.total
+        self.endpoint, self.model = endpoint, model
+
+    def left(self) -> float:
+        """Seconds left (negative once past)."""
+        return self.end - time.time()
+
+    def timeout(self, per_attempt: float) -> float:
+        """Seconds this attempt may wait: ``per_attempt``, or what is left if less.
+
+        Raises:
+            NodeError: (not retried) the deadline is spent.
+        """
+        left = self.left()
+        if left < MIN_ATTEMPT_S:
+            raise self.spent(None)
+        return min(per_attempt, left)
+
+    def spent(self, last: str | None) -> NodeError:
+        """The final error once the deadline is spent; ``last``: the last fault seen."""
+        why = f"; the last attempt: {last}" if last else ""
+        return NodeError(
+            redact(
+                f"{self.endpoint.label} gave no complete answer for model '{self.model}' "
+                f"within the remote deadline of {self.total:g} s "
+                f"(FLOWBUILDER_REMOTE_DEADLINE_S, across retries){why}"
+            )
+        )
+
+    @asynccontextmanager
+    async def bound(self) -> AsyncIterator[None]:
+        """Bound one attempt by what is left. A transient fault raised inside becomes
+        final (:meth:`spent`) when no retry could start in time; so does the deadline
+        passing in the middle of the attempt.
+
+        Raises:
+            NodeError: the deadline is spent (not retried).
+            RetryableError: a transient fault, with time left to retry.
+        """
+        limit: asyncio.Timeout | None = None
+        try:
+            async with asyncio.timeout(self.timeout(float("inf"))) as limit:
+                yield
+        except TimeoutError:
+            if limit is None or not limit.expired():
+                raise
+            raise self.spent("no answer yet") from None
+        except RetryableError as err:
+            left = self.left()
+            if left < MIN_ATTEMPT_S or (err.retry_after or 0.0) >= left:
+                raise self.spent(str(err)) from None
+            raise
+
+
+class RemoteChat:
+    """The chat entry point of the remote providers: each call runs under one
+    :class:`Deadline` (shared by the node's retries); a provider implements ``_chat``."""
+
+    endpoint: Endpoint
+
+    async def chat(
+        self,
+        ctx: RunContext,
+        model: str,
+        request: ChatRequest,
+        on_token: TokenCallback | None = None,
+    ) -> ChatResult:
+        """One streamed answer. Raises NodeError (RetryableError when transient), as
+        described in the module docstring."""
+        deadline = Deadline(ctx, self.endpoint, model)
+        async with deadline.bound():
+            return await self._chat(model, request, on_token, deadline)
+
+    async def _chat(
+        self,
+        model: str,
+        request: ChatRequest,
+        on_token: TokenCallback | None,
+        deadline: Deadline,
+    ) -> ChatResult:
+        """One attempt; its SDK timeout is ``deadline.timeout(...)``."""
+        raise NotImplementedError
 
 
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -218,6 +334,26 @@ def connection_error(
             "running and the base URL right?"
         )
     return RetryableError(redact(text))
+
+
+def incomplete_error(endpoint: Endpoint, model: str, why: str) -> RetryableError:
+    """A streamed answer that did not end as the API ends one (``why`` says how)."""
+    return RetryableError(
+        redact(
+            f"the stream from {endpoint.label} ended before the answer was complete for "
+            f"model '{model}' ({why})"
+        )
+    )
+
+
+def not_a_stream(endpoint: Endpoint, model: str, content_type: str) -> RetryableError | None:
+    """The error for a 200 answer to a streaming call whose type is not
+    ``text/event-stream`` (None when it is a stream)."""
+    if content_type.split(";")[0].strip().lower() == "text/event-stream":
+        return None
+    return incomplete_error(
+        endpoint, model, f"a 200 answer of type '{content_type or 'none'}' to a streaming call"
+    )
 
 
 def refused_error(endpoint: Endpoint, model: str, reason: str) -> NodeError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,21 +71,25 @@ def _hf_whisper(path: Path) -> bool:
     return isinstance(config, dict) and config.get("model_type") == "whisper"
 
 
-def whisper_dir(model: str, home: Path | None = None) -> Path:
+def whisper_dir(
+    model: str, home: Path | None = None, paths: Callable[[str], Path] | None = None
+) -> Path:
     """Resolve a local Whisper model id to a CTranslate2 directory (one with ``model.bin``).
 
     ``model`` is ``bundled:tiny.en``, a CTranslate2 directory, or a Hugging Face Whisper
     directory (converted once into ``home/cache/whisper-ct2/<hash>``; see the module
-    docstring); a ``local:`` prefix is allowed.
+    docstring); a ``local:`` prefix is allowed. ``paths`` checks a directory path (a node
+    passes ``ctx.files.path_check("model")``); without it the path is taken as given.
 
     Raises:
         NodeError: none of these, or a Hugging Face directory that cannot be converted.
+        FileAccessError: ``paths`` refused the path.
     """
     name = model.removeprefix("bundled:").removeprefix("local:")
     bundled = BUNDLED.get(name)
     if bundled is not None and bundled.kind == "whisper-ct2":
         return bundled.path()
-    path = Path(name).expanduser()
+    path = paths(name) if paths is not None else Path(name).expanduser()
     if (path / "model.bin").is_file():
         return path
     if path.is_dir() and _hf_whisper(path):
@@ -259,7 +264,9 @@ class Transcribe(Node):
         duration = await ctx.to_thread(probe_audio, audio, name)
         if is_remote(inputs.model):
             return await self._remote(ctx, inputs, audio, name, duration)
-        path = await ctx.to_thread(whisper_dir, inputs.model, ctx.settings.home)
+        path = await ctx.to_thread(
+            whisper_dir, inputs.model, ctx.settings.home, ctx.files.path_check("model")
+        )
         entry = await ctx.to_thread(
             ctx.models.get, f"whisper:{path.resolve()}", lambda: _load(path), 200
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
 from flowbuilder.node import Node, NodeMeta, Param, Port
+from flowbuilder.providers.local import store_candidates
 from flowbuilder.types import ImageRef
 from nodes.audio.openai_api import is_remote, openai_client
 from nodes.llm import Credential
@@ -50,15 +52,21 @@ def pick_device(device: str) -> str:
     return device
 
 
-def diffusers_dir(model: str, home: Path) -> Path:
-    """Resolve ``local:/path``, a bare path, or a name under ``home/models`` to a
-    diffusers directory (one holding ``model_index.json``).
+def diffusers_dir(model: str, home: Path, paths: Callable[[str], Path] | None = None) -> Path:
+    """Resolve ``local:<name>`` (a name under ``home/models``), ``local:/path`` or a bare
+    path to a diffusers directory (one holding ``model_index.json``). ``paths`` checks a
+    path (a node passes ``ctx.files.path_check("model")``); without it the path is taken
+    as given.
 
     Raises:
         NodeError: no such directory.
+        FileAccessError: ``paths`` refused the path.
     """
     name = model.removeprefix("local:")
-    for path in (Path(name).expanduser(), home / "models" / name):
+    candidates = [c for c in store_candidates(name, home / "models") if c.is_dir()]
+    if not candidates:
+        candidates = [paths(name) if paths is not None else Path(name).expanduser()]
+    for path in candidates:
         if (path / "model_index.json").is_file():
             return path
     raise NodeError(
@@ -176,7 +184,7 @@ class GenerateImage(Node):
         for side in (inputs.width, inputs.height):
             if side % 8:
                 raise NodeError(f"width and height must be multiples of 8 (got {side})")
-        path = diffusers_dir(inputs.model, ctx.settings.home)
+        path = diffusers_dir(inputs.model, ctx.settings.home, ctx.files.path_check("model"))
         device = pick_device(inputs.device)
         key = f"diffusers:{path.resolve()}:{device}"
         entry = await ctx.to_thread(

@@ -1,28 +1,27 @@
 """Image utility nodes with Pillow: Load image, Save image, Resize/Crop.
 
-Like the core file nodes, Load and Save refuse paths outside the allowed folders (the
-current folder, ``FLOWBUILDER_HOME`` and ``FLOWBUILDER_ALLOWED_ROOTS``).
+Like the core file nodes, Load and Save go through the file-access policy (``ctx.files``):
+relative paths are in the workspace ``FLOWBUILDER_HOME/files``.
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel
 
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
-from flowbuilder.graph import write_atomic
 from flowbuilder.node import Node, NodeMeta, Param, Port, file_fingerprint
 from flowbuilder.types import ImageRef
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
 
 
-def open_image(path: Path, name: str) -> Any:
-    """The image in ``path``, fully decoded (a ``PIL.Image.Image``).
+def open_image(path: Path | BinaryIO, name: str) -> Any:
+    """The image in ``path`` (or an open binary file), fully decoded (a ``PIL.Image.Image``).
 
     Raises:
         NodeError: Pillow cannot read it as an image.
@@ -53,14 +52,15 @@ class LoadImage(Node):
     """Load an image file (PNG, JPEG, WebP, GIF, …) into the flow.
 
     Outputs the image as an artifact with its width and height in pixels. Raises
-    NodeError for a file that is not an image or lies outside the allowed folders.
+    NodeError for a file that is not an image, FileAccessError for a path the file-access
+    policy refuses.
     """
 
-    meta = NodeMeta(type="image/load", version="1.0.0", category="Image", title="Load Image")
+    meta = NodeMeta(type="image/load", version="2.0.0", category="Image", title="Load Image")
 
     class Inputs(BaseModel):
         path: str = Param(
-            description="image file path (relative to the current folder)",
+            description="image file path (relative paths are in the workspace)",
             widget="file",
             min_length=1,
         )
@@ -75,25 +75,30 @@ class LoadImage(Node):
         return file_fingerprint(params.get("path"))
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        path = ctx.allowed_path(inputs.path, Path.cwd())
-        if not path.is_file():
-            raise NodeError(f"image file not found: {path}")
-        img = await ctx.to_thread(open_image, path, path.name)
-        ref = await ctx.to_thread(ctx.artifacts.put_file, path, kind="image")
-        assert isinstance(ref, ImageRef)
+        name = Path(inputs.path).name
+
+        def load() -> ImageRef:
+            with ctx.files.open_read(inputs.path, field="path") as fh:
+                ref = ctx.artifacts.put_stream(fh, name=name, kind="image")
+            assert isinstance(ref, ImageRef)
+            return ref
+
+        ref = await ctx.to_thread(load)
+        img = await ctx.to_thread(open_image, ctx.artifacts.path(ref), name)
         return self.Outputs(image=ref, width=img.width, height=img.height)
 
 
 class SaveImage(Node):
     """Save an image to a file; the format follows the suffix (.png, .jpg, .webp, .gif).
 
-    Relative paths go under FLOWBUILDER_HOME/outputs. Written atomically; an existing
-    file is replaced only if 'overwrite'. Outputs the path written.
+    Relative paths are in the workspace (FLOWBUILDER_HOME/files). Written atomically; an
+    existing file is replaced only if 'overwrite'. Outputs the path written. Raises
+    FileAccessError for a path the file-access policy refuses.
     """
 
     meta = NodeMeta(
         type="image/save",
-        version="1.0.0",
+        version="2.0.0",
         category="Image",
         title="Save Image",
         deterministic=False,
@@ -103,24 +108,22 @@ class SaveImage(Node):
         image: ImageRef = Port(description="the image to save")
         path: str = Param(
             "image.png",
-            description="file path; relative paths go under FLOWBUILDER_HOME/outputs",
+            description="file path (relative paths are in the workspace)",
             min_length=1,
         )
         quality: int = Param(90, description="JPEG/WebP quality", ge=1, le=100)
-        overwrite: bool = Param(True, description="replace an existing file")
+        overwrite: bool = Param(False, description="replace an existing file")
 
     class Outputs(BaseModel):
         path: str
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        path = ctx.allowed_path(inputs.path, ctx.settings.home / "outputs")
-        fmt = FORMATS.get(path.suffix.lower())
+        name = Path(inputs.path).name
+        fmt = FORMATS.get(Path(name).suffix.lower())
         if fmt is None:
             raise NodeError(
-                f"cannot tell the image format from '{path.name}': end it in {', '.join(FORMATS)}"
+                f"cannot tell the image format from '{name}': end it in {', '.join(FORMATS)}"
             )
-        if path.exists() and not inputs.overwrite:
-            raise NodeError(f"{path} exists and 'overwrite' is off")
         src = ctx.artifacts.path(inputs.image)
         img = await ctx.to_thread(open_image, src, inputs.image.name or "image")
         if fmt == "JPEG" and img.mode not in ("RGB", "L"):
@@ -128,7 +131,13 @@ class SaveImage(Node):
         buf = io.BytesIO()
         params = {"quality": inputs.quality} if fmt in ("JPEG", "WEBP") else {}
         img.save(buf, format=fmt, **params)
-        await ctx.to_thread(write_atomic, path, buf.getvalue())
+        path = await ctx.to_thread(
+            ctx.files.write_bytes,
+            inputs.path,
+            buf.getvalue(),
+            field="path",
+            overwrite=inputs.overwrite,
+        )
         return self.Outputs(path=str(path))
 
 

@@ -14,6 +14,7 @@ at its headings, so a chunk never straddles two sections and carries its heading
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -89,12 +90,12 @@ def html_to_text(html: str) -> tuple[str, str]:
     return text, parser.title.strip()
 
 
-def _pdf_text(path: Path) -> tuple[str, str]:
+def _pdf_text(path: Path, data: bytes) -> tuple[str, str]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
     try:
-        reader = PdfReader(str(path))
+        reader = PdfReader(io.BytesIO(data))
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
         info: Any = reader.metadata or {}
         title = str(info.get("/Title") or "")
@@ -119,8 +120,9 @@ def guess_title(text: str, fmt: str, fallback: str) -> str:
     return fallback
 
 
-def load_document(path: Path) -> Document:
-    """Read one file into a :class:`Document`.
+def load_document(path: Path, data: bytes | None = None) -> Document:
+    """Read one file into a :class:`Document`; ``data`` is its bytes when the caller has
+    read them already (through the file-access policy).
 
     Raises:
         NodeError: an unsupported extension, a text file that is not UTF-8, or a PDF
@@ -130,13 +132,14 @@ def load_document(path: Path) -> Document:
     if fmt is None:
         kinds = ", ".join(sorted(set(FORMATS)))
         raise NodeError(f"{path.name}: unsupported document type (supported: {kinds})")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise NodeError(f"cannot read {path}: {exc.strerror}") from None
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise NodeError(f"cannot read {path}: {exc.strerror}") from None
     title = ""
     if fmt == "pdf":
-        text, title = _pdf_text(path)
+        text, title = _pdf_text(path, data)
     else:
         try:
             text = data.decode("utf-8-sig")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
+from flowbuilder.files import fingerprint_path
 from flowbuilder.knowledge import (
     Chunk,
     Document,
@@ -31,29 +32,28 @@ from nodes.rag.documents import (
 DEFAULT_MODEL = "local:all-minilm-l6-v2"
 KB_HELP = "name of the knowledge base"
 LOCATION_HELP = (
-    "where knowledge bases live: a folder or LanceDB URI (empty: FLOWBUILDER_KNOWLEDGE_URI, "
-    "else FLOWBUILDER_HOME/knowledge)"
+    "where knowledge bases live: empty for the knowledge store (FLOWBUILDER_KNOWLEDGE_URI, "
+    "else FLOWBUILDER_HOME/knowledge), or a folder nodes may use"
 )
 EMBED_GROUP = 256
 """Chunks embedded (and written) together during an ingest."""
 
 
 def knowledge_bases(ctx: RunContext, location: str = "") -> KnowledgeBases:
-    """The knowledge bases a node reaches (``location`` overrides the default place)."""
-    return KnowledgeBases.from_settings(ctx.settings, location)
+    """The knowledge bases a node reaches: ``location`` (a folder under a root, or the
+    configured ``FLOWBUILDER_KNOWLEDGE_URI``) or, when empty, the knowledge store.
+
+    Raises:
+        FileAccessError: the file-access policy refuses ``location``.
+    """
+    return KnowledgeBases.from_settings(ctx.settings, ctx.files.knowledge_location(location))
 
 
-def _checked(ctx: RunContext, raw: str) -> Path:
-    path = Path(raw).expanduser()
-    if not path.is_absolute():
-        path = Path.cwd() / path
-    if not ctx.settings.is_allowed(path):
-        roots = ", ".join(str(r) for r in ctx.settings.allowed_roots)
-        raise NodeError(
-            f"'{raw}' is outside the allowed folders ({roots}); add its folder to "
-            "FLOWBUILDER_ALLOWED_ROOTS to allow it"
-        )
-    return path
+def read_documents(ctx: RunContext, files: list[Path]) -> Iterator[tuple[Path, bytes]]:
+    """Each found file with its bytes, read through the file-access policy (a link in the
+    folder that leads out of every root is refused)."""
+    for path in files:
+        yield path, ctx.files.read_bytes(str(path), field="path")
 
 
 async def embed_texts(
@@ -80,10 +80,18 @@ async def embed_texts(
     return vectors, result.dimensions or len(vectors[0])
 
 
-def _length_fn(unit: str, tokenizer: str) -> LengthFn:
+def _length_fn(
+    unit: str, tokenizer: str, ctx: RunContext | None = None, field: str = "tokenizer"
+) -> LengthFn:
+    """``len``, or a token counter with ``tokenizer``'s tokenizer (a path in it checked by
+    ``ctx``'s file-access policy as the node's parameter ``field``)."""
     if unit == "characters":
         return len
-    spec = resolve_local(tokenizer.removeprefix("local:"))
+    name = tokenizer.removeprefix("local:")
+    if ctx is None:
+        spec = resolve_local(name)
+    else:
+        spec = resolve_local(name, ctx.settings.home / "models", ctx.files.path_check(field))
     file = spec.path / "tokenizer.json" if spec.path.is_dir() else None
     if file is None or not file.is_file():
         raise NodeError(
@@ -98,11 +106,12 @@ class LoadDocuments(Node):
 
     Outputs the documents (source path, file name, title, format, text, SHA-256 of the
     file) and how many there are. Folders are searched recursively; hidden files are
-    skipped. Paths outside the allowed folders are refused.
+    skipped. Relative paths are in the workspace; raises FileAccessError for a path (or a
+    file in the folder) the file-access policy refuses.
     """
 
     meta = NodeMeta(
-        type="rag/load_documents", version="1.0.0", category="RAG", title="Load documents"
+        type="rag/load_documents", version="2.0.0", category="RAG", title="Load documents"
     )
 
     class Inputs(BaseModel):
@@ -116,7 +125,9 @@ class LoadDocuments(Node):
 
     @classmethod
     def fingerprint(cls, params: dict[str, Any]) -> str | None:
-        path = Path(str(params.get("path", ""))).expanduser()
+        path = fingerprint_path(params.get("path"))
+        if path is None:
+            return None
         try:
             files = find_documents(path, recursive=bool(params.get("recursive", True)))
             return ";".join(f"{p}:{p.stat().st_mtime_ns}:{p.stat().st_size}" for p in files)
@@ -124,11 +135,11 @@ class LoadDocuments(Node):
             return None
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        root = _checked(ctx, inputs.path)
+        root = ctx.files.read_path(inputs.path, field="path")
         files = find_documents(root, recursive=inputs.recursive, pattern=inputs.pattern)
         docs = []
-        for n, path in enumerate(files, 1):
-            docs.append(await ctx.to_thread(load_document, path))
+        for n, (path, data) in enumerate(read_documents(ctx, files), 1):
+            docs.append(await ctx.to_thread(load_document, path, data))
             ctx.progress(n / len(files), f"{n}/{len(files)} files")
         return self.Outputs(documents=docs, count=len(docs))
 
@@ -158,7 +169,7 @@ class Split(Node):
         count: int
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        length = _length_fn(inputs.unit, inputs.tokenizer)
+        length = _length_fn(inputs.unit, inputs.tokenizer, ctx, "tokenizer")
         chunks: list[Chunk] = []
         for doc in inputs.documents:
             chunks += split_document(
@@ -425,12 +436,14 @@ class Ingest(Node):
     Incremental: a file whose content is unchanged since the last ingest is not read
     again; a changed file has exactly its chunks replaced; with 'prune', documents whose
     files are gone from the folder are removed. Progress shows files and chunks done.
-    Outputs counts: files, added, updated, unchanged, removed, chunks.
+    Outputs counts: files, added, updated, unchanged, removed, chunks. Relative paths are
+    in the workspace; raises FileAccessError when the file-access policy refuses 'path',
+    a file in it, or 'location'.
     """
 
     meta = NodeMeta(
         type="rag/ingest",
-        version="1.0.0",
+        version="2.0.0",
         category="RAG",
         title="Ingest",
         deterministic=False,
@@ -460,9 +473,9 @@ class Ingest(Node):
         summary: dict[str, int]
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        root = _checked(ctx, inputs.path)
-        files = await ctx.to_thread(find_documents, root, pattern=inputs.pattern)
         kbs = knowledge_bases(ctx, inputs.location)
+        root = ctx.files.read_path(inputs.path, field="path")
+        files = await ctx.to_thread(find_documents, root, pattern=inputs.pattern)
         kb: KnowledgeBase | None = None
         if await ctx.to_thread(kbs.exists, inputs.knowledge_base):
             kb = await ctx.to_thread(kbs.open, inputs.knowledge_base)
@@ -470,7 +483,7 @@ class Ingest(Node):
                 kb.check_model(inputs.model)
         model = kb.model if kb is not None else inputs.model
         current = await ctx.to_thread(kb.documents) if kb is not None else {}
-        length = _length_fn(inputs.unit, model if is_local(model) else DEFAULT_MODEL)
+        length = _length_fn(inputs.unit, model if is_local(model) else DEFAULT_MODEL, ctx, "model")
         summary = {"files": len(files), "added": 0, "updated": 0, "unchanged": 0}
         summary.update(removed=0, chunks=0)
         pending: list[tuple[Document, list[Chunk]]] = []
@@ -504,13 +517,14 @@ class Ingest(Node):
         for path in files:
             ctx.check_cancelled()
             resolved = str(path.resolve())
-            digest = await ctx.to_thread(lambda p=path: content_hash(p.read_bytes()))
+            data = await ctx.to_thread(ctx.files.read_bytes, str(path), field="path")
+            digest = content_hash(data)
             old = current.get(resolved)
             if old is not None and old.content_hash == digest:
                 summary["unchanged"] += 1
                 done_files += 1
                 continue
-            doc = await ctx.to_thread(load_document, path)
+            doc = await ctx.to_thread(load_document, path, data)
             chunks = split_document(
                 doc,
                 size=inputs.chunk_size,

@@ -277,11 +277,14 @@ def _messages(value: Any, field: str, where: str) -> list[dict[str, str]]:
     return messages
 
 
-def read_table(path: Path, fmt: str, cache_dir: Path) -> list[dict[str, Any]]:
+def read_table(
+    path: Path, fmt: str, cache_dir: Path, name: str | None = None
+) -> list[dict[str, Any]]:
     """Read a jsonl/json/csv/parquet file with the ``datasets`` library (offline).
 
     ``fmt`` is ``json`` (JSON Lines or a JSON array of objects), ``csv`` or ``parquet``.
-    The Arrow cache goes to ``cache_dir``.
+    The Arrow cache goes to ``cache_dir``; ``name`` is the file's name in messages
+    (default: ``path``'s).
 
     Raises:
         NodeError: the file cannot be parsed (for JSON Lines, naming the bad line).
@@ -301,21 +304,19 @@ def read_table(path: Path, fmt: str, cache_dir: Path) -> list[dict[str, Any]]:
         )
     except Exception as exc:  # datasets wraps parser errors in several exception types
         if fmt == "json":
-            _find_bad_json_line(path)
+            _find_bad_json_line(path, name or path.name)
         cause = exc.__cause__ or exc
-        raise NodeError(f"cannot read {path.name} as {fmt}: {cause}") from None
+        raise NodeError(f"cannot read {name or path.name} as {fmt}: {cause}") from None
     return list(table)
 
 
-def _find_bad_json_line(path: Path) -> None:
+def _find_bad_json_line(path: Path, name: str) -> None:
     text = path.read_text(encoding="utf-8", errors="replace")
     if text.lstrip().startswith("["):
         try:
             json.loads(text)
         except json.JSONDecodeError as exc:
-            raise NodeError(
-                f"{path.name}: not valid JSON at line {exc.lineno}: {exc.msg}"
-            ) from None
+            raise NodeError(f"{name}: not valid JSON at line {exc.lineno}: {exc.msg}") from None
         return
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -323,9 +324,9 @@ def _find_bad_json_line(path: Path) -> None:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise NodeError(f"{path.name}, line {number}: not valid JSON ({exc.msg})") from None
+            raise NodeError(f"{name}, line {number}: not valid JSON ({exc.msg})") from None
         if not isinstance(value, dict):
-            raise NodeError(f"{path.name}, line {number}: each line must be a JSON object")
+            raise NodeError(f"{name}, line {number}: each line must be a JSON object")
 
 
 # ---- nodes -----------------------------------------------------------------------------
@@ -340,12 +341,13 @@ class LoadDataset(Node):
     give one row per instance; Anthropic HH pairs without a prompt are split at their shared
     dialogue. Outputs the normalised dataset (JSONL), its shape, row count and a preview
     of the first 3 rows. Raises a NodeError naming the row and field of a row that does
-    not fit, or a path outside the allowed folders.
+    not fit, and a FileAccessError for a path the file-access policy refuses (relative
+    paths are in the workspace, FLOWBUILDER_HOME/files).
     """
 
     meta = NodeMeta(
         type="training/load_dataset",
-        version="1.0.0",
+        version="2.0.0",
         category="Training",
         title="Load Dataset",
     )
@@ -386,10 +388,13 @@ class LoadDataset(Node):
             path = ctx.artifacts.path(inputs.file)
             name = inputs.file.name or "dataset.jsonl"
         elif inputs.path:
-            path = ctx.allowed_path(inputs.path, Path.cwd())
-            if not path.is_file():
-                raise NodeError(f"dataset file not found: {path}")
-            name = path.name
+            name = Path(inputs.path).name
+
+            def copy_in() -> Path:  # the datasets library reads it by name: a private copy
+                with ctx.files.open_read(inputs.path, field="path") as fh:
+                    return ctx.artifacts.path(ctx.artifacts.put_stream(fh, name=name))
+
+            path = await ctx.to_thread(copy_in)
         else:
             raise NodeError("no dataset: set 'path' or connect a dataset file")
         fmt = inputs.format
@@ -415,7 +420,7 @@ class LoadDataset(Node):
         cache = ctx.settings.home / "cache" / "datasets"
 
         def load() -> tuple[str, list[dict[str, Any]]]:
-            source = read_table(path, loader, cache)
+            source = read_table(path, loader, cache, name)
             if not source:
                 raise NodeError(f"{name} has no rows")
             shape = inputs.shape

@@ -42,17 +42,18 @@ from pydantic import BaseModel
 
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
+from flowbuilder.files import FileAccessError, active_policy
 from flowbuilder.node import Node, NodeMeta, Param, Port
 from flowbuilder.providers.local import load_gguf, on_llama_thread, resolve_local
 from flowbuilder.types import DatasetRef, ImageRef, JSONValue
 from nodes.training.datasets import read_rows, shape_of
 from nodes.training.models import (
     dir_size,
+    hf_dir,
     load_causal_lm,
     models_dir,
     perplexity,
     perplexity_windows,
-    resolve_base,
 )
 
 Backend = Literal["auto", "llama.cpp", "transformers"]
@@ -90,7 +91,7 @@ def _local_name(model: str) -> str:
         if model.startswith(prefix):
             return model[len(prefix) :]
     head = model.split("/")[0]
-    if ":" in head and not Path(model).exists() and not re.match(r"^[A-Za-z]:\\", model):
+    if ":" in head and not re.match(r"^[A-Za-z]:\\", model):
         raise NodeError(
             f"model: Evaluate measures local models, not '{model}' from provider "
             f"'{head.split(':', 1)[0]}'; use local:smollm2, local:<name> or a path"
@@ -103,7 +104,7 @@ def resolve_target(ctx: RunContext, model: str, backend: str) -> Target:
 
     ``auto`` runs a GGUF file on llama.cpp and a Hugging Face directory on transformers;
     ``transformers`` on a GGUF file uses its unpacked fp32 twin
-    (:func:`nodes.training.models.resolve_base`).
+    (:func:`nodes.training.models.hf_dir`).
 
     Raises:
         NodeError: unknown model, an embedding model, or llama.cpp asked for a Hugging
@@ -113,14 +114,18 @@ def resolve_target(ctx: RunContext, model: str, backend: str) -> Target:
         raise NodeError("model: give a model id (local:smollm2, local:<name>) or a path")
     name = _local_name(model)
     try:
-        spec = resolve_local(name, models_dir(ctx))
+        spec = resolve_local(name, models_dir(ctx), ctx.files.path_check("model"))
+    except FileAccessError:
+        raise
     except NodeError as exc:
         raise NodeError(f"model: {exc}") from None
     if spec.kind == "sentence-transformers":
         raise NodeError(f"model: '{model}' is an embedding model; Evaluate measures chat models")
     if spec.kind == "gguf":
         if backend == "transformers":
-            return Target("transformers", resolve_base(ctx, str(spec.path)), spec.path)
+            unpacked = hf_dir(ctx, [spec.path])
+            assert unpacked is not None  # spec.path is a .gguf file
+            return Target("transformers", unpacked, spec.path)
         return Target("llama.cpp", spec.path, spec.path)
     if backend == "llama.cpp":
         raise NodeError(
@@ -544,11 +549,12 @@ class Evaluate(Node):
     def fingerprint(cls, params: dict[str, Any]) -> str | None:
         """The model file's size and modification time, so a model saved again under the
         same name is measured again."""
-        from flowbuilder.settings import Settings
-
+        policy = active_policy()
+        if policy is None:
+            return None
         try:
             name = _local_name(str(params.get("model", "")))
-            spec = resolve_local(name, Settings.from_env().home / "models")
+            spec = resolve_local(name, policy.settings.home / "models", policy.resolve)
             stat = spec.path.stat()
         except (NodeError, OSError):
             return None

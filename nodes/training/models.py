@@ -19,7 +19,6 @@ import fcntl
 import hashlib
 import math
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,8 +28,9 @@ from typing import Any
 from flowbuilder.bundled import BUNDLED
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
+from flowbuilder.providers.local import MODEL_NAME, store_candidates
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_PATTERN = MODEL_NAME
 
 
 def models_dir(ctx: RunContext) -> Path:
@@ -77,7 +77,7 @@ def _strip_prefix(model: str) -> str:
     for prefix in ("local:", "bundled:"):
         if model.startswith(prefix):
             return model[len(prefix) :]
-    if ":" in model.split("/")[0] and not Path(model).exists():
+    if ":" in model.split("/")[0]:  # provider:model
         provider = model.split(":", 1)[0]
         raise NodeError(
             f"post-training needs a local model, not '{model}' from provider '{provider}': "
@@ -86,16 +86,18 @@ def _strip_prefix(model: str) -> str:
     return model
 
 
-def resolve_base(ctx: RunContext, model: str) -> Path:
+def resolve_base(ctx: RunContext, model: str, field: str = "model") -> Path:
     """A Hugging Face model directory (with ``config.json``) for a model id.
 
     Accepts ``local:smollm2`` (the bundled GGUF, unpacked to fp32 once and cached),
     ``local:<name>`` for a directory or a ``<name>.gguf`` file in the model store, or a
-    path to a model directory or a ``.gguf`` file (GGUF files are unpacked once).
+    path to a model directory or a ``.gguf`` file (GGUF files are unpacked once), checked
+    by the file-access policy as the node's parameter ``field``.
 
     Raises:
         NodeError: a remote model id, an unknown name, or a path that is not a model
             directory.
+        FileAccessError: the policy refuses the path.
     """
     name = _strip_prefix(model.strip())
     bundled = BUNDLED.get(name)
@@ -103,19 +105,29 @@ def resolve_base(ctx: RunContext, model: str) -> Path:
         if bundled.kind != "gguf":
             raise NodeError(f"bundled model '{name}' is not a language model")
         return unpacked_gguf(ctx, bundled.path())
-    candidates = [Path(name).expanduser()]
-    if "/" not in name and "\\" not in name:
-        candidates[:0] = [models_dir(ctx) / name, models_dir(ctx) / f"{name}.gguf"]
-    for path in candidates:
-        if path.is_dir() and (path / "config.json").is_file():
-            return path
-        if path.is_file() and path.suffix.lower() == ".gguf":
-            return unpacked_gguf(ctx, path)
+    candidates = store_candidates(name, models_dir(ctx))
+    if not any(p.exists() for p in candidates):
+        candidates = [ctx.files.read_path(name, field=field)]
+    found = hf_dir(ctx, candidates)
+    if found is not None:
+        return found
     raise NodeError(
         f"model '{model}' is not a Hugging Face model directory (with config.json), a .gguf "
         f"file, a bundled model, or a model in {models_dir(ctx)}; `flowbuilder models` "
         "lists the local models"
     )
+
+
+def hf_dir(ctx: RunContext, candidates: list[Path]) -> Path | None:
+    """The first candidate that is a Hugging Face directory, or a ``.gguf`` file unpacked
+    into one (see :func:`unpacked_gguf`); None if none is. The candidates are trusted:
+    store paths, or paths the file-access policy passed."""
+    for path in candidates:
+        if path.is_dir() and (path / "config.json").is_file():
+            return path
+        if path.is_file() and path.suffix.lower() == ".gguf":
+            return unpacked_gguf(ctx, path)
+    return None
 
 
 def unpacked_gguf(ctx: RunContext, gguf: Path) -> Path:

@@ -612,7 +612,7 @@ def train_dpo(
         raise NodeError(f"{inputs.model} has no chat template for the preference dialogues")
     ref_model = None
     if inputs.reference.strip() != "same":
-        ref_model, _ = load_causal_lm(resolve_base(ctx, inputs.reference))
+        ref_model, _ = load_causal_lm(resolve_base(ctx, inputs.reference, "reference"))
     records = dpo_records(rows, tokenizer, inputs.max_length // 2)
     train_ds = datasets.Dataset.from_list(records)
     margin_ds = (

@@ -1,10 +1,9 @@
 """The error answers of the API's routes, as OpenAPI ``responses`` entries.
 
 FastAPI documents 422 itself on every route that takes parameters or a body; the other
-statuses a route gives are declared with :func:`errors` (``{"detail": …}`` answers of
-``/api/v1``) or :func:`openai_errors` (OpenAI's ``{"error": {…}}`` shape on ``/v1``),
-so a client, and schemathesis, find every status and content type the API answers in
-``/openapi.json``.
+statuses a route of ``/api/v1`` gives are declared with :func:`errors` (``{"detail": …}``
+answers; the OpenAI facade declares its own, in OpenAI's shape), so a client, and
+schemathesis, find every status and content type the API answers in ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -43,29 +42,6 @@ ERRORS: dict[int, str] = {
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """``responses`` entries for these statuses, each ``{"detail": …}`` JSON."""
     return {code: error_answer(ERRORS[code]) for code in codes}
-
-
-def openai_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """``responses`` entries for these statuses in OpenAI's error shape."""
-    schema = {
-        "type": "object",
-        "properties": {
-            "error": {
-                "type": "object",
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "param": {"type": ["string", "null"]},
-                    "code": {"type": ["string", "null"]},
-                },
-            }
-        },
-        "required": ["error"],
-    }
-    return {
-        code: {"description": ERRORS[code], "content": {"application/json": {"schema": schema}}}
-        for code in codes
-    }
 
 
 FILE: dict[int | str, dict[str, Any]] = {

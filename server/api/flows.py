@@ -196,7 +196,10 @@ async def patch_flow(request: Request, flow_id: str, body: FlowPatch) -> dict[st
             flow = store.set_published(flow_id, body.published)
         return flow
 
-    return flow_summary(await asyncio.to_thread(patch))
+    try:
+        return flow_summary(await asyncio.to_thread(patch))
+    except NotFound:  # deleted between the read and the change
+        raise HTTPException(404, f"no flow {flow_id}") from None
 
 
 @router.delete("/flows/{flow_id}", status_code=204, responses=errors(404))

@@ -10,9 +10,17 @@ messages or text in, text out:
   ``response``) is the assistant's answer.
 
 ``stream=true`` answers with ``chat.completion.chunk`` Server-Sent Events carrying the
-tokens the LLM node feeding that output streams, then ``data: [DONE]``. Errors use
-OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``), so the official
-SDK raises its usual exceptions. ``GET /v1/models`` lists the flows it can serve.
+tokens the LLM node feeding that output streams, then ``data: [DONE]``; with
+``stream_options.include_usage`` a last chunk (no choices) carries the usage. ``usage``
+is real: the sum of the token counts the flow's model nodes reported (``prompt_tokens``,
+``completion_tokens``, ``total_tokens``; nodes answered from the cache used none).
+``?timeout=`` seconds cancels a run that takes longer: 504 (streamed: an error event).
+
+Every error is in OpenAI's shape (:mod:`server.api.openai_errors`), streaming included
+(an error event, then ``[DONE]``), so the official SDK raises its usual exceptions: 400
+a body that is not a chat completion request, 404 an unknown or unpublished model (flow),
+409 a flow with problems, 422 a bad query parameter, 500 a failed flow, 504 a timeout.
+``GET /v1/models`` lists the flows it can serve.
 """
 
 from __future__ import annotations
@@ -23,22 +31,29 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flowbuilder import events
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
+from flowbuilder.providers import Usage
 from flowbuilder.store import NotFound
 from flowbuilder.validate import FlowInput, FlowOutput
-from server.api.answers import openai_errors
-from server.api.runs import plans
+from server.api.fast_run import timeout_message
+from server.api.openai_errors import FacadeError, OpenAIRoute, error_responses, stream_error
+from server.api.runs import plans, timed
 from server.api.schema import CompiledFlow
 from server.runs import ActiveRun
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
 ANSWER_NAMES = ("text", "answer", "reply", "response")
-CHAT_ERRORS = openai_errors(400, 404, 409, 413, 500, 504)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: bool = False
 
 
 class ChatCompletionRequest(BaseModel):
@@ -49,28 +64,7 @@ class ChatCompletionRequest(BaseModel):
     model: str
     messages: list[dict[str, Any]]
     stream: bool = False
-
-
-class FacadeError(Exception):
-    """A request the facade refuses, in OpenAI's error shape."""
-
-    def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-
-    def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        body = {
-            "error": {
-                "message": self.message,
-                "type": kind,
-                "param": self.param,
-                "code": self.code or None,
-            }
-        }
-        return JSONResponse(body, status_code=self.status)
+    stream_options: StreamOptions | None = None
 
 
 def chat_signature(flow: CompiledFlow) -> tuple[FlowInput, FlowInput | None, FlowOutput]:
@@ -177,62 +171,62 @@ def _answer(value: Any) -> str:
     return json.dumps(value)
 
 
-def _chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: str | None) -> str:
-    body = {
-        "id": cid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+STREAM_200: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the answer (``chat.completion``), or its chunks as Server-Sent Events",
+        "content": {"application/json": {}, "text/event-stream": {}},
     }
-    return f"data: {json.dumps(body)}\n\n"
+}
 
 
-@router.post("/chat/completions", response_model=None, responses=CHAT_ERRORS)
-async def chat_completions(request: Request) -> Response:
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={**STREAM_200, **error_responses(400, 401, 404, 409, 422, 500, 504)},
+)
+async def chat_completions(
+    request: Request,
+    timeout: float | None = Query(None, gt=0, description="seconds before the run is cancelled"),
+) -> Response:
     """OpenAI's chat completion endpoint, answered by a published flow."""
     try:
-        try:
-            body = ChatCompletionRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise FacadeError(
-                400, f"invalid request: {first['msg']}", param=".".join(map(str, first["loc"]))
-            ) from None
-        flow = find_flow(request, body.model)
-        main, system, answer = chat_signature(flow)
-        values = flow_inputs(main, system, body.messages)
-        fb = request.app.state.fb
-        try:
-            active = fb.runs.start(
-                flow.plan, values, flow_id=flow.flow_id, flow_version=flow.version, source="openai"
-            )
-        except InputError as exc:
-            raise FacadeError(400, str(exc), param="messages") from None
-    except FacadeError as exc:
-        return exc.response()
-    cid = f"chatcmpl-{active.run_id}"
-    created = int(time.time())
-    source = flow.plan.nodes[answer.node_id].wires.get("value", ("", ""))[0]
+        body = ChatCompletionRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise FacadeError(
+            400, f"invalid request: {first['msg']}", param=".".join(map(str, first["loc"]))
+        ) from None
+    flow = find_flow(request, body.model)
+    main, system, answer = chat_signature(flow)
+    values = flow_inputs(main, system, body.messages)
+    fb = request.app.state.fb
+    try:
+        active = fb.runs.start(
+            flow.plan, values, flow_id=flow.flow_id, flow_version=flow.version, source="openai"
+        )
+    except InputError as exc:
+        raise FacadeError(400, str(exc), param="messages") from None
+    reply = Reply(f"chatcmpl-{active.run_id}", body.model, int(time.time()))
     if body.stream:
+        source = flow.plan.nodes[answer.node_id].wires.get("value", ("", ""))[0]
+        include_usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(
-            _stream(request, active, cid, body.model, created, source, answer.name),
+            _stream(request, active, reply, source, answer.name, timeout, include_usage),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
     assert active.task is not None
-    result = await asyncio.shield(active.task)
+    try:
+        result = await asyncio.wait_for(asyncio.shield(active.task), timeout)
+    except TimeoutError:
+        await fb.runs.request_cancel(active.run_id)
+        raise FacadeError(504, timeout_message(timeout or 0), code="timeout") from None
     if result.status != "finished":
-        why = result.error or "the run was cancelled"
-        node = f" (node {result.failed_node})" if result.failed_node else ""
-        return FacadeError(500, f"the flow failed{node}: {why}", code="flow_failed").response()
+        raise _failed(result.status, result.error, result.failed_node)
     text = _answer(result.outputs.get(answer.name))
     return JSONResponse(
         {
-            "id": cid,
-            "object": "chat.completion",
-            "created": created,
-            "model": body.model,
+            **reply.head("chat.completion"),
             "choices": [
                 {
                     "index": 0,
@@ -240,43 +234,95 @@ async def chat_completions(request: Request) -> Response:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "usage": (await run_usage(request, active)).as_dict(),
         }
     )
+
+
+class Reply:
+    """The id, model and creation time every object of one answer carries."""
+
+    def __init__(self, cid: str, model: str, created: int) -> None:
+        self.cid, self.model, self.created = cid, model, created
+
+    def head(self, kind: str) -> dict[str, Any]:
+        return {"id": self.cid, "object": kind, "created": self.created, "model": self.model}
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> str:
+        """One ``chat.completion.chunk`` event."""
+        body = {
+            **self.head("chat.completion.chunk"),
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(body)}\n\n"
+
+    def usage_chunk(self, usage: Usage) -> str:
+        """The last chunk of a stream with ``include_usage``: no choices, the usage."""
+        body = {**self.head("chat.completion.chunk"), "choices": [], "usage": usage.as_dict()}
+        return f"data: {json.dumps(body)}\n\n"
+
+
+def _failed(status: str, error: str | None, node: str | None) -> FacadeError:
+    why = error or ("the run was cancelled" if status == "cancelled" else "the run did not finish")
+    where = f" (node {node})" if node else ""
+    return FacadeError(500, f"the flow failed{where}: {why}", code="flow_failed")
+
+
+async def run_usage(request: Request, active: ActiveRun) -> Usage:
+    """The tokens the run's nodes reported (the ``usage`` output of the LLM nodes that
+    ran, summed): from the events it emitted here, else from the run's record."""
+    history: list[Any] = active.history
+    if not history:  # executed by another server sharing the database
+        store = request.app.state.fb.store
+        history = await asyncio.to_thread(store.events_after, active.run_id, 0)
+    total = Usage()
+    for event in history:
+        reported = event.outputs.get("usage") if isinstance(event, events.NodeFinished) else None
+        if isinstance(reported, dict):
+            total += Usage(
+                prompt_tokens=int(reported.get("prompt_tokens") or 0),
+                completion_tokens=int(reported.get("completion_tokens") or 0),
+            )
+    return total
 
 
 async def _stream(
     request: Request,
     active: ActiveRun,
-    cid: str,
-    model: str,
-    created: int,
+    reply: Reply,
     source: str,
     output: str,
+    timeout: float | None,
+    include_usage: bool,
 ) -> AsyncIterator[str]:
     fb = request.app.state.fb
-    yield _chunk(cid, model, created, {"role": "assistant", "content": ""}, None)
+    yield reply.chunk({"role": "assistant", "content": ""})
     streamed = False
     # live tokens when the run executes here; a run queued and executed by another
     # server sends its whole answer at the end instead
-    async for event in fb.runs.follow(active.run_id, handle=active):
-        if isinstance(event, events.NodeProgress) and event.delta and event.node_id == source:
-            streamed = True
-            yield _chunk(cid, model, created, {"content": event.delta}, None)
+    try:
+        async for event in timed(fb.runs.follow(active.run_id, handle=active), timeout):
+            if isinstance(event, events.NodeProgress) and event.delta and event.node_id == source:
+                streamed = True
+                yield reply.chunk({"content": event.delta})
+    except TimeoutError:
+        await fb.runs.request_cancel(active.run_id)
+        yield stream_error(FacadeError(504, timeout_message(timeout or 0), code="timeout"))
+        return
     result = await active.task if active.task is not None else None
     if result is None or result.status != "finished":
-        why = (result.error if result else None) or "the run did not finish"
-        error = {"error": {"message": f"the flow failed: {why}", "type": "server_error"}}
-        yield f"data: {json.dumps(error)}\n\n"
+        status, error = (result.status, result.error) if result else ("", None)
+        yield stream_error(_failed(status, error, result.failed_node if result else None))
         return
     if not streamed:
-        text = _answer(result.outputs.get(output))
-        yield _chunk(cid, model, created, {"content": text}, None)
-    yield _chunk(cid, model, created, {}, "stop")
+        yield reply.chunk({"content": _answer(result.outputs.get(output))})
+    yield reply.chunk({}, "stop")
+    if include_usage:
+        yield reply.usage_chunk(await run_usage(request, active))
     yield "data: [DONE]\n\n"
 
 
-@router.get("/models")
+@router.get("/models", responses=error_responses(401, 500))
 async def list_models(request: Request) -> dict[str, Any]:
     """Published flows that the chat endpoint can serve, as OpenAI model objects."""
     cache = plans(request)

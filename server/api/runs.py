@@ -18,7 +18,11 @@ wait in the queue and execute on another; every route above works on any of them
 
 Unpublished flows answer 404 on the run routes. Runs made only of quick pure nodes
 (Input → Template → Output) take a fast path: no per-event recording, and one run record
-written at the end, in batches (:class:`RunLog`); their records read the same.
+written at the end, committed together with the runs that ended at the same moment
+(:mod:`server.run_log`); their records read the same.
+
+An answer carrying a run id (200, 202, 500, 504, …) is sent only once the run's record
+is committed: a server killed at any moment loses no run it acknowledged.
 
 Bodies are read with the request limits (:mod:`server.api.limits`): a JSON body or form
 field beyond them answers 422 naming the limit; numbers in queries and headers are
@@ -31,16 +35,12 @@ import asyncio
 import base64
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
-from sqlmodel import SQLModel
 from starlette.datastructures import UploadFile
 
 from flowbuilder.artifacts import ArtifactStore
@@ -51,6 +51,7 @@ from flowbuilder.store import NotFound, Store
 from flowbuilder.types import REF_CLASSES, ArtifactRef, to_jsonable
 from server.api.answers import errors
 from server.api.artifacts import store_upload
+from server.api.fast_run import fast_run, not_recorded, timed_out, timeout_message
 from server.api.limits import (
     MAX_SQL_INT,
     MAX_TIMEOUT_S,
@@ -60,13 +61,13 @@ from server.api.limits import (
     unprocessable,
 )
 from server.api.schema import CompiledFlow, PlanCache
+from server.run_log import NotRecorded
 from server.runs import ActiveRun
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=LimitedRoute)
 
-_RUNS = SQLModel.metadata.tables["runs"]
-_NODE_RUNS = SQLModel.metadata.tables["node_runs"]
 SSE_KEEPALIVE_S = 15.0
 PRIVATE_RUN_FIELDS = {"payload"}
 """Run columns the API does not show (the queued graph and inputs: large, internal)."""
@@ -84,58 +85,6 @@ GENERIC_BODY = {
 # ---- services -------------------------------------------------------------------------
 
 
-class RunLog:
-    """Writes records of fast-path runs in batches (one transaction per batch).
-
-    :meth:`add` queues a finished run; a background task writes what is queued every
-    :attr:`interval` seconds. :meth:`flush` writes now (before reading a run back).
-    """
-
-    interval = 0.05
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._pending: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
-        self._ids: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
-
-    def add(self, run: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
-        self._pending.append((run, nodes))
-        self._ids.add(run["id"])
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    def pending(self, run_id: str) -> bool:
-        return run_id in self._ids
-
-    async def _loop(self) -> None:
-        while self._pending:
-            await asyncio.sleep(self.interval)
-            await self.flush()
-
-    async def flush(self) -> None:
-        async with self._lock:
-            batch, self._pending = self._pending, []
-            if not batch:
-                return
-            try:
-                await asyncio.to_thread(self._write, batch)
-            except Exception:
-                log.exception("could not record %d API run(s)", len(batch))
-            finally:
-                for run, _ in batch:
-                    self._ids.discard(run["id"])
-
-    def _write(self, batch: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
-        writer = self.store.engine.execution_options(flowbuilder_write=True)
-        nodes = [n for _, ns in batch for n in ns]
-        with writer.begin() as conn:
-            conn.execute(sa.insert(_RUNS), [r for r, _ in batch])
-            if nodes:
-                conn.execute(sa.insert(_NODE_RUNS), nodes)
-
-
 def plans(request: Request) -> PlanCache:
     """The app's compiled-flow cache (made on first use)."""
     state = request.app.state
@@ -144,14 +93,6 @@ def plans(request: Request) -> PlanCache:
         fb = state.fb
         cache = state.fb_plans = PlanCache(fb.engine, fb.store)
     return cache
-
-
-def run_log(request: Request) -> RunLog:
-    state = request.app.state
-    found: RunLog | None = getattr(state, "fb_run_log", None)
-    if found is None:
-        found = state.fb_run_log = RunLog(state.fb.store)
-    return found
 
 
 async def compiled(request: Request, flow_id: str, *, published: bool = True) -> CompiledFlow:
@@ -344,17 +285,49 @@ def sse(event: Any) -> str:
     return f"id: {event.seq}\nevent: {event.type}\ndata: {event.model_dump_json()}\n\n"
 
 
+async def timed(items: AsyncIterator[T], timeout: float | None) -> AsyncIterator[T]:
+    """``items`` until they end; with ``timeout``, raise TimeoutError once that many
+    seconds have passed (``items`` is closed either way)."""
+    loop = asyncio.get_running_loop()
+    end = None if timeout is None else loop.time() + timeout
+    try:
+        while True:
+            left = None if end is None else end - loop.time()
+            try:
+                item = await asyncio.wait_for(anext(items), left)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        await items.aclose()  # type: ignore[attr-defined]
+
+
 async def follow(
-    request: Request, run_id: str, after: int = 0, *, active: ActiveRun | None = None
+    request: Request,
+    run_id: str,
+    after: int = 0,
+    *,
+    active: ActiveRun | None = None,
+    timeout: float | None = None,
 ) -> AsyncIterator[str]:
     """The run's events after ``after`` as SSE text, until its final event: live when
     the run executes here, else from the store (polled, so a run executing on another
     server sharing the database can be followed too). Given the ``active`` run it
     started, a ``result`` event with the full outputs follows.
+
+    With ``timeout`` (seconds), a run still going by then is cancelled and the stream
+    ends with an ``error`` event: ``{"run_id", "status": 504, "error"}``.
     """
     fb = request.app.state.fb
-    async for event in fb.runs.follow(run_id, after, handle=active, keepalive_s=SSE_KEEPALIVE_S):
-        yield ": keep-alive\n\n" if event is None else sse(event)
+    events = fb.runs.follow(run_id, after, handle=active, keepalive_s=SSE_KEEPALIVE_S)
+    try:
+        async for event in timed(events, timeout):
+            yield ": keep-alive\n\n" if event is None else sse(event)
+    except TimeoutError:
+        await fb.runs.request_cancel(run_id)
+        why = {"run_id": run_id, "status": 504, "error": timeout_message(timeout or 0)}
+        yield f"event: error\ndata: {json.dumps(why)}\n\n"
+        return
     if active is not None and active.task is not None:
         res = await active.task
         data = json.dumps(
@@ -403,16 +376,18 @@ async def run_flow(
     flow = await compiled(request, flow_id)
     values = await read_inputs(request, flow)
     fb = request.app.state.fb
+    inline = fb.engine.artifacts if artifacts == "base64" else None
     if flow.trivial and not stream:
-        store = fb.engine.artifacts if artifacts == "base64" else None
-        return await _fast_run(request, flow, values, timeout, store)
+        result = await fast_run(request, flow, values, _fast_bound(request, flow, values), timeout)
+        status, body = result_body(result, inline)
+        return JSONResponse(body, status_code=status)
     bind(request, flow, values)
     active = fb.runs.start(
         flow.plan, values, flow_id=flow.flow_id, flow_version=flow.version, source="api"
     )
     if stream:
         return StreamingResponse(
-            follow(request, active.run_id, active=active),
+            follow(request, active.run_id, active=active, timeout=timeout),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, "X-Run-Id": active.run_id},
         )
@@ -421,77 +396,22 @@ async def run_flow(
         result = await asyncio.wait_for(asyncio.shield(active.task), timeout)
     except TimeoutError:
         await fb.runs.request_cancel(active.run_id)
-        raise HTTPException(
-            504,
-            {"run_id": active.run_id, "error": f"the run took longer than {timeout} s; cancelled"},
-        ) from None
-    status, body = result_body(result, fb.engine.artifacts if artifacts == "base64" else None)
+        raise timed_out(active.run_id, timeout or 0) from None
+    if not active.recorded:
+        raise not_recorded(NotRecorded("the run's final record could not be saved"))
+    status, body = result_body(result, inline)
     return JSONResponse(body, status_code=status)
 
 
-async def _fast_run(
-    request: Request,
-    flow: CompiledFlow,
-    values: dict[str, Any],
-    timeout: float | None,
-    artifacts: ArtifactStore | None = None,
-) -> Response:
-    """A run of quick pure nodes: executed in the request, recorded once at the end."""
-    fb = request.app.state.fb
+def _fast_bound(request: Request, flow: CompiledFlow, values: dict[str, Any]) -> dict[str, Any]:
+    """Inputs by Input node id for the fast path; 422 naming a missing input."""
     if any(i.type in REF_CLASSES for i in flow.plan.inputs):
-        bound = bind(request, flow, values)
-    else:  # already checked, strictly, by the flow's request model
-        bound = {i.node_id: values[i.name] for i in flow.plan.inputs if i.name in values}
-        missing = [i.name for i in flow.plan.inputs if i.required and i.name not in values]
-        if missing:
-            raise _invalid(missing[0], "a value is required")
-    run_id = uuid.uuid4().hex
-    created = datetime.now(UTC)
-    execution = fb.engine.scheduler.execute(flow.plan, bound, run_id=run_id, use_cache=False)
-    try:
-        result = await asyncio.wait_for(execution, timeout) if timeout else await execution
-    except TimeoutError:
-        raise HTTPException(
-            504, {"run_id": run_id, "error": f"the run took longer than {timeout} s"}
-        ) from None
-    finished = datetime.now(UTC)
-    started = finished - timedelta(seconds=result.elapsed_s)
-    outputs = to_jsonable(result.outputs)
-    run_log(request).add(
-        {
-            "id": run_id,
-            "flow_id": flow.flow_id,
-            "flow_version": flow.version,
-            "source": "api",
-            "status": result.status,
-            "inputs": to_jsonable(values),
-            "outputs": outputs,
-            "error": result.error,
-            "failed_node": result.failed_node,
-            "created_at": created,
-            "started_at": started,
-            "finished_at": finished,
-            "elapsed_s": result.elapsed_s,
-        },
-        [
-            {
-                "run_id": run_id,
-                "node_id": node_id,
-                "node_type": flow.plan.nodes[node_id].type,
-                "status": status,
-                "started_at": started,
-                "finished_at": finished,
-                "elapsed_s": None,
-                "error": result.node_errors.get(node_id),
-                "cached": status == "cached",
-                "attempts": 1 if status in ("done", "failed") else 0,
-                "outputs": None,
-            }
-            for node_id, status in result.node_status.items()
-        ],
-    )
-    code, body = result_body(result, artifacts)
-    return JSONResponse(body, status_code=code)
+        return bind(request, flow, values)
+    # already checked, strictly, by the flow's request model
+    missing = [i.name for i in flow.plan.inputs if i.required and i.name not in values]
+    if missing:
+        raise _invalid(missing[0], "a value is required")
+    return {i.node_id: values[i.name] for i in flow.plan.inputs if i.name in values}
 
 
 @router.post(
@@ -537,7 +457,6 @@ async def list_runs(
     offset: int = Query(0, ge=0, le=MAX_SQL_INT),
 ) -> list[dict[str, Any]]:
     """Runs, newest first; filter by flow, status or source (``api``, ``canvas``, ``cli``)."""
-    await run_log(request).flush()
     store = request.app.state.fb.store
     runs = await asyncio.to_thread(
         store.list_runs, flow_id, limit if source is None else 500, offset, status=status
@@ -553,9 +472,6 @@ async def list_runs(
 @router.get("/runs/{run_id}", responses=errors(404))
 async def get_run(request: Request, run_id: str) -> dict[str, Any]:
     """A run's record: status, inputs, outputs, error, timings, and its node runs."""
-    log_ = run_log(request)
-    if log_.pending(run_id):
-        await log_.flush()
     try:
         return await asyncio.to_thread(run_record, request.app.state.fb.store, run_id)
     except NotFound:

@@ -12,6 +12,7 @@ from nicegui import background_tasks, events, ui
 
 from flowbuilder import events as ev
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
+from flowbuilder.files import FileAccess
 from flowbuilder.graph import graph_from_data
 from flowbuilder.limits import LimitExceeded, Limits, check_graph
 from flowbuilder.providers.catalog import model_choices
@@ -85,13 +86,12 @@ def input_widget(spec: FlowInput, values: dict[str, Any]) -> None:
         shown = ui.label(current.get("name", "") if isinstance(current, dict) else "")
 
         async def on_upload(e: events.UploadEventArguments) -> None:
-            import tempfile
-            from pathlib import Path
+            from pathlib import PurePath
 
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / e.file.name
-                path.write_bytes(await e.file.read())
-                ref = services().engine.artifacts.put_file(path, kind=spec.type)
+            name = PurePath(e.file.name.replace("\\", "/")).name or "upload"  # no folders
+            data = await e.file.read()
+            store = services().engine.artifacts
+            ref = await asyncio.to_thread(store.put_bytes, data, name=name, kind=spec.type)
             values[spec.name] = ref.model_dump(mode="json")
             shown.set_text(f"{ref.name} ({ref.size} bytes)")
 
@@ -126,10 +126,12 @@ def input_widget(spec: FlowInput, values: dict[str, Any]) -> None:
 async def editor_page(flow_id: str, version: int | None = None) -> None:
     fb = services()
 
-    def stored_path(ref: ArtifactRef) -> str:
-        """Where an uploaded file is kept, for a node's file parameter (server side only:
-        upload answers never carry it)."""
-        return str(fb.engine.artifacts.path(ref))
+    def workspace_path(ref: ArtifactRef) -> str:
+        """An uploaded artifact copied into the workspace (``uploads/<name>``), by the
+        path a node's file parameter takes: nodes cannot name the artifact store, and
+        upload answers never say where the server keeps files."""
+        data = fb.engine.artifacts.path(ref).read_bytes()
+        return FileAccess(fb.engine.settings).save_upload(ref.name or ref.id, data)
 
     try:
         flow = fb.store.get_flow(flow_id)
@@ -276,14 +278,10 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
                 ui.label(current or "no file yet").props('data-testid="param-file"')
 
                 async def on_upload(up: events.UploadEventArguments) -> None:
-                    import tempfile
-                    from pathlib import Path
-
-                    with tempfile.TemporaryDirectory() as tmp:
-                        path = Path(tmp) / up.file.name
-                        path.write_bytes(await up.file.read())
-                        ref = fb.engine.artifacts.put_file(path)
-                    canvas.set_property(a["node_id"], a["name"], stored_path(ref))
+                    data = await up.file.read()
+                    files = FileAccess(fb.engine.settings)  # kept in the workspace
+                    path = await asyncio.to_thread(files.save_upload, up.file.name, data)
+                    canvas.set_property(a["node_id"], a["name"], path)
                     dialog.close()
 
                 ui.upload(label="Upload a file", auto_upload=True, on_upload=on_upload).props(
@@ -342,14 +340,15 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
 
     canvas.on("open_graph", on_open_graph)
 
-    def on_file_dropped(e: events.GenericEventArguments) -> None:
+    async def on_file_dropped(e: events.GenericEventArguments) -> None:
         """A file dropped on the canvas, uploaded as an artifact: a Load File node for it."""
         ref = fb.engine.artifacts.info(str(e.args.get("id", "")))
         if ref is None:
             ui.notify(f"Upload of {e.args.get('name')} was not stored", type="negative")
             return
         kind = e.args.get("kind", "file")
-        canvas.add_node("core/load_file", {"path": stored_path(ref), "kind": kind}, e.args["pos"])
+        path = await asyncio.to_thread(workspace_path, ref)
+        canvas.add_node("core/load_file", {"path": path, "kind": kind}, e.args["pos"])
         ui.notify(f"Added {ref.name} as a Load File node ({kind})", type="positive")
 
     canvas.on("file_dropped", on_file_dropped)

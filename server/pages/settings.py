@@ -1,5 +1,5 @@
 """Settings: secrets (names and scopes; values are write-only), provider endpoints, local
-models."""
+models, the folders nodes may use."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from flowbuilder.providers.config import ProviderConfig
 from flowbuilder.secrets import SecretStore, parse_scope
 from server.app import services
 from server.pages import frame
+from server.pages.file_roots import file_roots_section
 from server.pages.flow_api import api_keys_section
 
 
@@ -155,5 +156,7 @@ def settings_page() -> None:
             rows=rows,
             row_key="id",
         ).classes("w-full").props('data-testid="models-table"')
+
+        file_roots_section(services().engine.settings)
 
         api_keys_section()

@@ -386,17 +386,13 @@ def _latency_during(api: httpx.Client, call: Any, delay_s: float = 0.3) -> tuple
 
 
 TIMED_OUT = (504, "longer than 1")
-# Before ``?timeout`` answered 504 on every path (another part of issue 14), the fast path
-# of a trivial flow answered a run stopped at its timeout with 409 "cancelled"; what this
-# test is about is that the run stops at the timeout and the server stays responsive.
-STOPPED = (409, '"status":"cancelled"')
 TOO_LONG = (500, "FLOWBUILDER_TEMPLATE_MAX_CHARS")
 OUT_OF_MEMORY = (500, "FLOWBUILDER_TEMPLATE_MEMORY_MB")
 BOMBS = [
     (
         "nested loops",
         "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
-        [TIMED_OUT, STOPPED],
+        [TIMED_OUT],
     ),
     ("string multiplied", "{{ 'x' * 10**9 }}", [TOO_LONG]),
     ("integer power", "{{ 9 ** (10 ** 8) }}", [TOO_LONG]),
@@ -405,13 +401,13 @@ BOMBS = [
     (
         "nested filters",
         "{{ 'x'|center(200000000)|center(400000000)|center(800000000) }}",
-        [OUT_OF_MEMORY, TIMED_OUT, STOPPED],
+        [OUT_OF_MEMORY, TIMED_OUT],
     ),
     (
         "doubling a namespace",
         "{% set ns = namespace(s='xxxxxxxx') %}{% for i in range(60) %}"
         "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
-        [OUT_OF_MEMORY, TIMED_OUT, STOPPED],
+        [OUT_OF_MEMORY, TIMED_OUT],
     ),
     ("internals", "{{ ''.__class__.__mro__[1].__subclasses__() }}", [(500, "sandbox")]),
 ]
