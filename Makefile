@@ -48,6 +48,7 @@ lint: setup-dev
 
 # The tests use real services: Debian's chromium (browser tests) and a PostgreSQL server
 # (store tests); both scripts install what is missing and are no-ops when it is there.
+# They include schemathesis against a real server's /openapi.json (tests/test_schemathesis.py).
 test: lint
 	scripts/install-chromium.sh
 	eval "$$(scripts/start-postgres.sh)" && $(BIN)/pytest

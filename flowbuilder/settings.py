@@ -27,6 +27,16 @@ only); ``FLOWBUILDER_REQUIRE_AUTH=1`` forbids ``--no-auth``; ``FLOWBUILDER_ALLOW
 
 Remote calls: ``FLOWBUILDER_REMOTE_DEADLINE_S`` (default 120 s) bounds
 a remote provider call across all its retries, counted from the node's first attempt.
+
+Bounded work: every request and every Template render has limits (see the block of
+fields marked "bounded work" below and the README's Settings table). A request body is
+at most ``FLOWBUILDER_MAX_BODY_MB`` (``FLOWBUILDER_MAX_UPLOAD_MB`` for multipart
+uploads); JSON in a body nests at most ``FLOWBUILDER_MAX_JSON_DEPTH`` levels and holds
+strings of at most ``FLOWBUILDER_MAX_STRING_CHARS`` characters; a graph has at most
+``FLOWBUILDER_MAX_GRAPH_NODES`` nodes and ``FLOWBUILDER_MAX_GRAPH_LINKS`` links. A
+Template render takes at most ``FLOWBUILDER_TEMPLATE_TIMEOUT_S`` seconds, writes at most
+``FLOWBUILDER_TEMPLATE_MAX_CHARS`` characters and, when it renders in a worker process,
+uses at most ``FLOWBUILDER_TEMPLATE_MEMORY_MB`` of memory.
 """
 
 from __future__ import annotations
@@ -36,6 +46,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 EXECUTORS = ("local", "ray")
+
+LIMITS = {
+    "max_body_mb": "FLOWBUILDER_MAX_BODY_MB",
+    "max_upload_mb": "FLOWBUILDER_MAX_UPLOAD_MB",
+    "max_json_depth": "FLOWBUILDER_MAX_JSON_DEPTH",
+    "max_string_chars": "FLOWBUILDER_MAX_STRING_CHARS",
+    "max_graph_nodes": "FLOWBUILDER_MAX_GRAPH_NODES",
+    "max_graph_links": "FLOWBUILDER_MAX_GRAPH_LINKS",
+    "template_timeout_s": "FLOWBUILDER_TEMPLATE_TIMEOUT_S",
+    "template_max_chars": "FLOWBUILDER_TEMPLATE_MAX_CHARS",
+    "template_memory_mb": "FLOWBUILDER_TEMPLATE_MEMORY_MB",
+}
+"""The bounded-work fields and the environment variable each is read from."""
 
 
 class SettingsError(ValueError):
@@ -61,6 +84,16 @@ class Settings:
     allowed_hosts: tuple[str, ...] = ()
     # Remote calls: one deadline across a remote node's retries.
     remote_deadline_s: float = 120.0
+    # ---- bounded work: request, graph and Template limits (the limits part) ----------
+    max_body_mb: float = 10.0
+    max_upload_mb: float = 512.0
+    max_json_depth: int = 64
+    max_string_chars: int = 1_000_000
+    max_graph_nodes: int = 2_000
+    max_graph_links: int = 10_000
+    template_timeout_s: float = 5.0
+    template_max_chars: int = 1_000_000
+    template_memory_mb: int = 512
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -72,6 +105,11 @@ class Settings:
             raise SettingsError(
                 f"FLOWBUILDER_REMOTE_DEADLINE_S={self.remote_deadline_s!r}: expected seconds > 0"
             )
+        for name in LIMITS:
+            if not getattr(self, name) > 0:
+                raise SettingsError(
+                    f"{LIMITS[name]}={getattr(self, name)!r}: expected a number greater than 0"
+                )
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -79,7 +117,8 @@ class Settings:
 
         Raises:
             SettingsError: ``FLOWBUILDER_EXECUTOR`` (or ``executor=``) is not a known
-                executor; ``FLOWBUILDER_REMOTE_DEADLINE_S`` is not a number of seconds > 0.
+                executor; ``FLOWBUILDER_REMOTE_DEADLINE_S`` is not a number of seconds > 0;
+                a limit (``FLOWBUILDER_MAX_BODY_MB``, …) is not a number greater than 0.
         """
         home = Path(os.environ.get("FLOWBUILDER_HOME") or Path.home() / ".flowbuilder")
         artifacts = os.environ.get("FLOWBUILDER_ARTIFACTS_DIR")
@@ -104,6 +143,10 @@ class Settings:
             ),
             "remote_deadline_s": _seconds("FLOWBUILDER_REMOTE_DEADLINE_S", 120.0),
         }
+        for name, env in LIMITS.items():
+            raw = os.environ.get(env, "").strip()
+            if raw:
+                values[name] = _limit(env, raw, type(getattr(cls, name)))
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 
@@ -148,3 +191,16 @@ def _seconds(name: str, default: float) -> float:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{name}={raw!r}: expected a number of seconds > 0") from None
+
+
+def _limit(env: str, raw: str, kind: type) -> float | int:
+    """A limit's value from its environment text (``kind`` int or float).
+
+    Raises:
+        SettingsError: naming the variable, when the text is not such a number.
+    """
+    try:
+        return int(raw) if kind is int else float(raw)
+    except ValueError:
+        expected = "a whole number" if kind is int else "a number"
+        raise SettingsError(f"{env}={raw!r}: expected {expected} greater than 0") from None

@@ -39,9 +39,11 @@ from flowbuilder.graph import load_graph
 from flowbuilder.settings import Settings
 from flowbuilder.store import Store
 from flowbuilder.types import REF_CLASSES, to_jsonable
+from server.api.answers import errors
 from server.api.auth import AuthMiddleware, Gate, StoreKeys, gate_openapi
+from server.api.limits import BodyLimit, LimitedRoute
 from server.api.origin import HostRule
-from server.api.runs import SSE_HEADERS, result_body, sse
+from server.api.runs import SSE_HEADERS, TIMEOUT, result_body, sse
 from server.api.schema import compiled_flow, result_model
 from server.api.token import session_secret
 from server.runs import END_EVENTS
@@ -73,6 +75,7 @@ def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
         version="1",
     )
     app.state.fb = SimpleNamespace(engine=engine)
+    app.router.route_class = LimitedRoute  # JSON bodies decoded with the request limits
     app.state.fb_gate = flow_gate(engine.settings, "127.0.0.1", required=True)
     app.add_middleware(AuthMiddleware, state=app.state)
     app.add_middleware(
@@ -81,6 +84,7 @@ def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
         session_cookie="flowbuilder-flow",
         same_site="lax",
     )
+    app.add_middleware(BodyLimit, settings=lambda: engine.settings)  # outermost
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -140,7 +144,7 @@ def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
 
     async def run(
         body: inputs_model = Body(...),  # type: ignore[valid-type]
-        timeout: float | None = Query(None, gt=0, description="seconds before cancelling"),
+        timeout: float | None = TIMEOUT,
         stream: bool = Query(False, description="answer with Server-Sent Events"),
     ) -> Response:
         given: set[str] = body.model_fields_set  # type: ignore[attr-defined]
@@ -170,7 +174,10 @@ def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
         "/run",
         response_model=result,
         summary=f"Run '{name}'",
-        responses={422: {"description": "an input is missing or has the wrong type"}},
+        responses={
+            422: {"description": "an input is missing or has the wrong type"},
+            **errors(413, 500, 504),
+        },
     )(run)
     return app
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from typing import Any
 
-import jinja2
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel
 
 from flowbuilder.context import RunContext
 from flowbuilder.errors import NodeError
+from flowbuilder.limits import lone_surrogate
 from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.types import JSONValue
+from flowbuilder.settings import Settings
+from flowbuilder.types import JSONValue, to_jsonable
+from nodes.core.render import Limits, RenderError, render
 
 
 class Text(Node):
@@ -47,10 +47,42 @@ class Number(Node):
         return self.Outputs(value=inputs.value)
 
 
-_ENV = SandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
-)
-_compiled = functools.lru_cache(maxsize=256)(_ENV.from_string)  # compile a template once
+def render_limits(settings: Settings) -> Limits:
+    """A Template render's bounds from the settings (``FLOWBUILDER_TEMPLATE_*``)."""
+    return Limits(
+        timeout_s=settings.template_timeout_s,
+        max_chars=settings.template_max_chars,
+        memory_mb=settings.template_memory_mb,
+    )
+
+
+def render_failure(exc: RenderError, limits: Limits, variables: dict[str, Any]) -> NodeError:
+    """The node's error for a failed render: a sentence naming the cause and the limit."""
+    if exc.kind == "undefined":
+        return NodeError(
+            f"template uses a variable with no value: {exc.message}; "
+            f"available: {', '.join(sorted(variables)) or 'none'}"
+        )
+    if exc.kind == "syntax":
+        return NodeError(f"template syntax error on {exc.message}")
+    if exc.kind == "security":
+        return NodeError(f"template refused by the sandbox: {exc.message}")
+    if exc.kind == "too_long":
+        return NodeError(
+            f"template too large: {exc.message} (FLOWBUILDER_TEMPLATE_MAX_CHARS, "
+            f"{limits.max_chars:,} characters)"
+        )
+    if exc.kind == "too_slow":
+        return NodeError(
+            f"template took longer than the limit of {limits.timeout_s:g} s to render "
+            "(FLOWBUILDER_TEMPLATE_TIMEOUT_S)"
+        )
+    if exc.kind == "memory":
+        return NodeError(
+            f"template needed more than the limit of {limits.memory_mb} MB of memory "
+            "(FLOWBUILDER_TEMPLATE_MEMORY_MB)"
+        )
+    return NodeError(f"template failed: {exc.message}")
 
 
 class Template(Node):
@@ -58,7 +90,11 @@ class Template(Node):
 
     Variables: 'text', 'a', 'b', 'c' from their ports, plus every key of the 'vars' JSON
     object. Using a variable that has no value is an error naming it. Templates run in
-    Jinja2's sandbox.
+    Jinja2's sandbox, bounded in time, output and memory (``FLOWBUILDER_TEMPLATE_*``;
+    see :mod:`nodes.core.render`).
+
+    Raises NodeError naming the cause: a variable with no value, a syntax error (with
+    its line), something the sandbox refuses, or a limit passed (naming the setting).
     """
 
     meta = NodeMeta(type="core/template", version="1.0.0", category="Text", title="Template")
@@ -80,15 +116,15 @@ class Template(Node):
             value = getattr(inputs, name)
             if value is not None:
                 variables[name] = value
+        limits = render_limits(ctx.settings)
         try:
-            return self.Outputs(text=_compiled(inputs.template).render(variables))
-        except jinja2.UndefinedError as exc:
-            raise NodeError(
-                f"template uses a variable with no value: {exc.message}; "
-                f"available: {', '.join(sorted(variables)) or 'none'}"
-            ) from None
-        except jinja2.TemplateSyntaxError as exc:
-            raise NodeError(f"template syntax error on line {exc.lineno}: {exc.message}") from None
+            text = await render(inputs.template, to_jsonable(variables), limits)
+        except RenderError as exc:
+            raise render_failure(exc, limits, variables) from None
+        where = lone_surrogate(text)
+        if where is not None:
+            raise NodeError(f"template made text with a lone surrogate ({where}), not Unicode")
+        return self.Outputs(text=text)
 
 
 class JoinText(Node):

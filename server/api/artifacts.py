@@ -12,15 +12,18 @@ never where the server keeps the file.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import APIRouter, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse
 
-from flowbuilder.artifacts import guess_kind
+from flowbuilder.artifacts import ArtifactStore, guess_kind
+from flowbuilder.types import ArtifactRef
+from server.api.answers import FILE, errors
 
 router = APIRouter(prefix="/api/v1", tags=["artifacts"])
 
@@ -50,27 +53,36 @@ CSP = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-i
 PDF_CSP = "default-src 'none'; style-src 'unsafe-inline'"
 
 
-@router.post("/artifacts", status_code=201)
+def store_upload(
+    store: ArtifactStore, source: BinaryIO, name: str, kind: str | None
+) -> ArtifactRef:
+    """An uploaded file (a form's spooled file) stored as an artifact, copied in chunks
+    rather than read into memory whole. Blocking: call it in a worker thread."""
+    with tempfile.NamedTemporaryFile(delete=False) as tmp:
+        shutil.copyfileobj(source, tmp)
+    try:
+        return store.put_file(tmp.name, kind=kind, name=name)
+    finally:
+        Path(tmp.name).unlink(missing_ok=True)
+
+
+@router.post("/artifacts", status_code=201, responses=errors(400, 413))
 async def upload(request: Request, file: UploadFile) -> dict[str, Any]:
     """Store an uploaded file; returns its reference (``kind``, ``id``, ``name``,
     ``mime``, ``size``) plus ``url`` (where to download it). Flow inputs of a file type
     take the ``id``."""
     services = request.app.state.fb
     name = Path(file.filename or "upload").name
-    with tempfile.NamedTemporaryFile(delete=False) as tmp:
-        shutil.copyfileobj(file.file, tmp)
-    try:
-        kind, _ = guess_kind(name)
-        ref = services.engine.artifacts.put_file(tmp.name, kind=kind, name=name)
-    finally:
-        Path(tmp.name).unlink(missing_ok=True)
+    kind, _ = guess_kind(name)
+    # copying and hashing up to FLOWBUILDER_MAX_UPLOAD_MB: in a worker thread
+    ref = await asyncio.to_thread(store_upload, services.engine.artifacts, file.file, name, kind)
     return {
         **ref.model_dump(mode="json"),
         "url": f"/api/v1/artifacts/{ref.id}",
     }
 
 
-@router.get("/artifacts/{artifact_id}")
+@router.get("/artifacts/{artifact_id}", responses={**FILE, **errors(404)})
 async def download(request: Request, artifact_id: str) -> FileResponse:
     """The artifact's bytes, with its recorded media type and file name; a download
     unless an image, audio or PDF type (see the module docstring)."""

@@ -23,6 +23,10 @@ written at the end, committed together with the runs that ended at the same mome
 
 An answer carrying a run id (200, 202, 500, 504, …) is sent only once the run's record
 is committed: a server killed at any moment loses no run it acknowledged.
+
+Bodies are read with the request limits (:mod:`server.api.limits`): a JSON body or form
+field beyond them answers 422 naming the limit; numbers in queries and headers are
+bounded (a huge one answers 422).
 """
 
 from __future__ import annotations
@@ -34,23 +38,35 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal, TypeVar
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
 
 from flowbuilder.artifacts import ArtifactStore
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
+from flowbuilder.limits import LimitExceeded, check_json, parse_json
 from flowbuilder.scheduler import RunResult
 from flowbuilder.store import NotFound, Store
 from flowbuilder.types import REF_CLASSES, ArtifactRef, to_jsonable
+from server.api.answers import errors
+from server.api.artifacts import store_upload
 from server.api.fast_run import fast_run, not_recorded, timed_out, timeout_message
+from server.api.limits import (
+    MAX_SQL_INT,
+    MAX_TIMEOUT_S,
+    LimitedRoute,
+    limits_of,
+    read_json,
+    unprocessable,
+)
 from server.api.schema import CompiledFlow, PlanCache
 from server.run_log import NotRecorded
 from server.runs import ActiveRun
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-router = APIRouter(prefix="/api/v1", tags=["runs"])
+router = APIRouter(prefix="/api/v1", tags=["runs"], route_class=LimitedRoute)
 
 SSE_KEEPALIVE_S = 15.0
 PRIVATE_RUN_FIELDS = {"payload"}
@@ -79,11 +95,14 @@ def plans(request: Request) -> PlanCache:
     return cache
 
 
-def compiled(request: Request, flow_id: str, *, published: bool = True) -> CompiledFlow:
+async def compiled(request: Request, flow_id: str, *, published: bool = True) -> CompiledFlow:
     """The flow, checked; 404 when missing (or unpublished, when ``published``), 409 when
-    its graph has problems."""
+    its graph has problems. A flow not compiled yet (or whose head is due to be read
+    again) is read and checked in a worker thread, off the event loop."""
+    cache = plans(request)
     try:
-        flow = plans(request).get(flow_id)
+        found = cache.peek(flow_id)
+        flow = found if found is not None else await asyncio.to_thread(cache.get, flow_id)
     except NotFound:
         raise HTTPException(404, f"no flow {flow_id}") from None
     except GraphInvalid as exc:
@@ -126,21 +145,26 @@ async def read_inputs(request: Request, flow: CompiledFlow) -> dict[str, Any]:
     ):
         values = {}
         form = await request.form()
+        limits = limits_of(request)
         for key, item in form.multi_items():
-            if hasattr(item, "read") and hasattr(item, "filename"):
+            try:
+                check_json(key if isinstance(item, UploadFile) else [key, item], limits, ("body",))
+            except LimitExceeded as exc:
+                raise unprocessable(exc) from None
+            if isinstance(item, UploadFile):
                 kind = types.get(key, "file")
-                data = await item.read()
                 name = item.filename or key
                 store = request.app.state.fb.engine.artifacts
-                ref = await asyncio.to_thread(
-                    store.put_bytes, data, name=name, kind=kind if kind in REF_CLASSES else None
+                values[key] = await asyncio.to_thread(
+                    store_upload, store, item.file, name, kind if kind in REF_CLASSES else None
                 )
-                values[key] = ref
             elif types.get(key, "text") == "text":
                 values[key] = item
             else:
                 try:
-                    values[key] = json.loads(str(item))
+                    values[key] = parse_json(str(item), limits, ("body", key))
+                except LimitExceeded as exc:
+                    raise unprocessable(exc) from None
                 except json.JSONDecodeError:
                     values[key] = item
     else:
@@ -149,7 +173,7 @@ async def read_inputs(request: Request, flow: CompiledFlow) -> dict[str, Any]:
             values = {}
         else:
             try:
-                values = json.loads(body)
+                values = await read_json(request)
             except json.JSONDecodeError as exc:
                 raise HTTPException(
                     422,
@@ -315,11 +339,32 @@ async def follow(
 # ---- routes ---------------------------------------------------------------------------
 
 
-@router.post("/flows/{flow_id}/run", response_model=None, openapi_extra=GENERIC_BODY)
+RUN_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the run's outputs; with ?stream=true, its events",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    },
+    **errors(400, 404, 409, 413, 500, 504),
+}
+TIMEOUT = Query(
+    None,
+    gt=0,
+    le=MAX_TIMEOUT_S,
+    allow_inf_nan=False,
+    description=f"seconds before the run is cancelled (at most {MAX_TIMEOUT_S:g})",
+)
+
+
+@router.post(
+    "/flows/{flow_id}/run", response_model=None, openapi_extra=GENERIC_BODY, responses=RUN_ANSWERS
+)
 async def run_flow(
     request: Request,
     flow_id: str,
-    timeout: float | None = Query(None, gt=0, description="seconds before the run is cancelled"),
+    timeout: float | None = TIMEOUT,
     stream: bool = Query(False, description="answer with Server-Sent Events"),
     artifacts: Literal["url", "base64"] = Query(
         "url", description="file outputs as download URLs, or also inline as base64"
@@ -328,7 +373,7 @@ async def run_flow(
     """Run a published flow and answer its outputs (see each flow's own operation under
     "published flows" for its typed request and response). File outputs (images, audio,
     …) carry a ``url``; with ``artifacts=base64`` also their bytes in ``data``."""
-    flow = compiled(request, flow_id)
+    flow = await compiled(request, flow_id)
     values = await read_inputs(request, flow)
     fb = request.app.state.fb
     inline = fb.engine.artifacts if artifacts == "base64" else None
@@ -369,12 +414,17 @@ def _fast_bound(request: Request, flow: CompiledFlow, values: dict[str, Any]) ->
     return {i.node_id: values[i.name] for i in flow.plan.inputs if i.name in values}
 
 
-@router.post("/flows/{flow_id}/runs", status_code=202, openapi_extra=GENERIC_BODY)
+@router.post(
+    "/flows/{flow_id}/runs",
+    status_code=202,
+    openapi_extra=GENERIC_BODY,
+    responses=errors(400, 404, 409, 413),
+)
 async def submit_run(request: Request, flow_id: str) -> dict[str, Any]:
     """Start a run of a published flow and answer at once (202) with its id; poll
     ``GET /runs/{id}`` or follow ``GET /runs/{id}/events``. When every server is busy
     (``FLOWBUILDER_MAX_RUNS``) the run waits in the queue, status ``queued``."""
-    flow = compiled(request, flow_id)
+    flow = await compiled(request, flow_id)
     values = await read_inputs(request, flow)
     bind(request, flow, values)
     active = request.app.state.fb.runs.start(
@@ -404,7 +454,7 @@ async def list_runs(
     status: str | None = None,
     source: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_SQL_INT),
 ) -> list[dict[str, Any]]:
     """Runs, newest first; filter by flow, status or source (``api``, ``canvas``, ``cli``)."""
     store = request.app.state.fb.store
@@ -419,7 +469,7 @@ async def list_runs(
     return rows[:limit]
 
 
-@router.get("/runs/{run_id}")
+@router.get("/runs/{run_id}", responses=errors(404))
 async def get_run(request: Request, run_id: str) -> dict[str, Any]:
     """A run's record: status, inputs, outputs, error, timings, and its node runs."""
     try:
@@ -428,19 +478,37 @@ async def get_run(request: Request, run_id: str) -> dict[str, Any]:
         raise HTTPException(404, f"no run {run_id}") from None
 
 
-@router.get("/runs/{run_id}/events")
+EVENTS_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the run's events (Server-Sent Events)",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **errors(404),
+}
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses=EVENTS_ANSWERS,
+)
 async def run_events(
-    request: Request, run_id: str, last_event_id: int | None = Query(None, ge=0)
+    request: Request,
+    run_id: str,
+    last_event_id: int | None = Query(None, ge=0, le=MAX_SQL_INT),
+    last_event_id_header: str | None = Header(
+        None,
+        alias="Last-Event-ID",
+        pattern=r"^[0-9]{1,10}$",
+        description=f"the id of the last event received (0 to {MAX_SQL_INT}); only later "
+        "ones are sent",
+    ),
 ) -> StreamingResponse:
     """The run's events as Server-Sent Events, ending after its final event. Resume with
     the ``Last-Event-ID`` header (or ``?last_event_id=``): only later events are sent."""
-    header = request.headers.get("last-event-id")
     after = last_event_id or 0
-    if header:
-        try:
-            after = int(header)
-        except ValueError:
-            raise HTTPException(422, "Last-Event-ID must be an event's integer id") from None
+    if last_event_id_header:
+        after = _event_id(last_event_id_header)
     fb = request.app.state.fb
     if run_id not in fb.runs.active:
         try:
@@ -452,7 +520,7 @@ async def run_events(
     )
 
 
-@router.post("/runs/{run_id}/cancel", status_code=202)
+@router.post("/runs/{run_id}/cancel", status_code=202, responses=errors(404, 409))
 async def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
     """Cancel a run that is still going, wherever it executes (a queued run is cancelled
     at once; one on another server sharing the database within about a second); 409
@@ -465,3 +533,22 @@ async def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
     if accepted:
         return {"run_id": run_id, "cancelling": True}
     raise HTTPException(409, f"run {run_id} is not running (it is {status})")
+
+
+def _event_id(header: str) -> int:
+    """A ``Last-Event-ID`` header's event number; 422 unless it is one (0 to
+    :data:`~server.api.limits.MAX_SQL_INT`)."""
+    text = header.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_SQL_INT:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "loc": ["header", "Last-Event-ID"],
+                    "msg": f"Last-Event-ID must be an event's id, a whole number from 0 to "
+                    f"{MAX_SQL_INT}",
+                    "type": "int_parsing",
+                }
+            ],
+        )
+    return int(text)

@@ -26,6 +26,8 @@ from flowbuilder.graph import graph_from_data
 from flowbuilder.store import NotFound, Store
 from flowbuilder.types import REF_CLASSES, parse_list, python_type
 from flowbuilder.validate import FlowInput, FlowOutput, Plan
+from server.api.answers import errors
+from server.api.limits import MAX_TIMEOUT_S
 
 _STRICT: dict[str, Any] = {
     "text": StrictStr,
@@ -34,6 +36,8 @@ _STRICT: dict[str, Any] = {
     "boolean": StrictBool,
 }
 _FLOWS = SQLModel.metadata.tables["flows"]
+FLOW_ERRORS = errors(400, 404, 409, 413, 422, 500, 504)
+"""The error answers of a published flow's own run operation."""
 
 
 def request_type(port_type: str) -> Any:
@@ -169,6 +173,31 @@ class PlanCache:
             raise NotFound("flow", flow_id)
         return str(row[0]), int(row[1]), bool(row[2])
 
+    def published(self) -> list[tuple[str, int, str]]:
+        """(id, version, name) of every published flow, most recently updated first, read
+        without their graphs (what the API schema's cache key needs)."""
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(_FLOWS.c.id, _FLOWS.c.version, _FLOWS.c.name)
+                .where(_FLOWS.c.published == sa.true())
+                .order_by(_FLOWS.c.updated_at.desc(), _FLOWS.c.id)
+            ).all()
+        return [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+
+    def peek(self, flow_id: str) -> CompiledFlow | None:
+        """The compiled flow when its head is fresh and its version compiled, else None
+        (then :meth:`get` reads and compiles; it does I/O and may take a while). Never
+        blocks: the event loop may call it."""
+        known = self._heads.get(flow_id)
+        if known is None or time.monotonic() - known[0] >= self.head_ttl_s:
+            return None
+        name, version, published = known[1]
+        found = self._cache.get((flow_id, version))
+        if found is None or found.name != name:
+            return None
+        found.published = published
+        return found
+
     def get(self, flow_id: str) -> CompiledFlow:
         name, version, published = self.head(flow_id)
         found = self._cache.get((flow_id, version))
@@ -256,7 +285,11 @@ def flow_openapi(base: dict[str, Any], flows: list[CompiledFlow]) -> dict[str, A
                         "name": "timeout",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "number"},
+                        "schema": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "maximum": MAX_TIMEOUT_S,
+                        },
                         "description": "seconds to wait before the run is cancelled",
                     },
                     {
@@ -270,10 +303,13 @@ def flow_openapi(base: dict[str, Any], flows: list[CompiledFlow]) -> dict[str, A
                 "requestBody": {"required": True, "content": content},
                 "responses": {
                     "200": {
-                        "description": "the run finished",
-                        "content": {"application/json": {"schema": refs[result.__name__]}},
+                        "description": "the run finished (with ?stream=true: its events)",
+                        "content": {
+                            "application/json": {"schema": refs[result.__name__]},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
                     },
-                    "422": {"description": "an input is missing or has the wrong type"},
+                    **{str(code): a for code, a in FLOW_ERRORS.items()},
                 },
             }
         }

@@ -14,6 +14,7 @@ from flowbuilder import events as ev
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError
 from flowbuilder.files import FileAccess
 from flowbuilder.graph import graph_from_data
+from flowbuilder.limits import LimitExceeded, Limits, check_graph
 from flowbuilder.providers.catalog import model_choices
 from flowbuilder.secrets import SecretStore
 from flowbuilder.store import NotFound
@@ -191,9 +192,10 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
         if pending is None:
             return
         try:
+            check_graph(pending, Limits.from_settings(fb.engine.settings))
             graph_from_data(json.loads(json.dumps(pending)))
             saved_flow = fb.store.save_flow(flow_id, pending)
-        except (GraphFileError, NotFound) as exc:
+        except (GraphFileError, LimitExceeded, NotFound) as exc:
             saved.set_text(f"Not saved: {exc}")
             return
         state["graph"] = pending
@@ -217,6 +219,11 @@ async def editor_page(flow_id: str, version: int | None = None) -> None:
             state["save_task"] = None
             pending = state["pending"]
             state["pending"] = None
+            try:
+                check_graph(pending, Limits.from_settings(fb.engine.settings))
+            except LimitExceeded as exc:
+                saved.set_text(f"Not saved: {exc}")
+                return
             fb.store.save_flow(flow_id, pending)
             state["graph"] = pending
             canvas.mark_saved()
