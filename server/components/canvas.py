@@ -1,7 +1,11 @@
 """The LiteGraph canvas as a NiceGUI element (Python side; the JS is static/canvas.js).
 
-LiteGraph itself comes from npm (``static/package.json``, installed by ``npm ci``) and is
-served as an ES module under the import name ``litegraph``.
+``static/canvas.js`` is the element's Vue component (the shell); it imports the canvas's
+own ES modules in ``static/canvas/`` under the import name ``fb-canvas`` (see
+:func:`register_modules`). LiteGraph itself comes from npm (``static/package.json``,
+installed by ``npm ci``) and is served as an ES module under the import name
+``litegraph``. Nothing is bundled: the browser loads each file from the page's import
+map, through the same auth gate as every ``/_nicegui`` route.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nicegui import ui
+from nicegui.dependencies import compute_key, register_esm
 
 from flowbuilder.errors import FlowbuilderError
 from flowbuilder.registry import Registry
@@ -17,12 +22,40 @@ from flowbuilder.types import BASE_TYPES, compatible
 
 STATIC = Path(__file__).resolve().parents[2] / "static"
 LITEGRAPH_DIST = STATIC / "node_modules" / "@comfyorg" / "litegraph" / "dist"
+MODULES = STATIC / "canvas"
+MODULES_IMPORT = "fb-canvas"
+"""The import name of :data:`MODULES` (``fb-canvas/layout.js``…) in the page's import map."""
 
 if not (LITEGRAPH_DIST / "litegraph.es.js").is_file():  # pragma: no cover - setup problem
     raise FlowbuilderError(
         f"LiteGraph is not installed in {LITEGRAPH_DIST.parent}; run 'make setup' "
         "(or 'npm ci' in static/)"
     )
+
+
+def modules_version(folder: Path) -> float | None:
+    """The newest modification time (seconds since the epoch) of the ``.js`` files under
+    ``folder``; None when there is none.
+
+    NiceGUI serves ES modules as immutable for a year, under a URL keyed by this number.
+    Its own ``esm=`` option takes the folder's modification time instead, which an
+    in-place edit of a file in the folder leaves unchanged: a browser would go on running
+    the old module beside new ones. Keyed by the newest file, a changed module gets a new
+    URL, as a changed component file does.
+    """
+    return max((p.stat().st_mtime for p in folder.rglob("*.js")), default=None)
+
+
+def register_modules(folder: Path = MODULES, name: str = MODULES_IMPORT) -> str:
+    """Serve the ES modules in ``folder`` under the import name ``name`` (``name/x.js``
+    in every page's import map; relative imports among them resolve in the same folder)
+    and return their URL key: ``/_nicegui/<version>/esm/<key>/x.js``."""
+    version = modules_version(folder)
+    register_esm(name, folder, max_time=version)
+    return compute_key(folder, max_time=version)
+
+
+register_modules()
 
 
 def port_types(catalogue: list[dict[str, Any]]) -> list[str]:
