@@ -40,6 +40,7 @@ from flowbuilder.settings import Settings
 from flowbuilder.store import Store
 from flowbuilder.types import REF_CLASSES, to_jsonable
 from server.api.auth import AuthMiddleware, Gate, StoreKeys, gate_openapi
+from server.api.docs_pages import add_docs_pages
 from server.api.origin import HostRule
 from server.api.runs import SSE_HEADERS, result_body, sse
 from server.api.schema import compiled_flow, result_model
@@ -71,7 +72,10 @@ def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
         description=(graph.extra.get("flowbuilder", {}) or {}).get("description", "")
         or f"The flow '{name}' from {Path(path).name}, served by flowbuilder serve-flow.",
         version="1",
+        docs_url=None,  # FastAPI's pages would put the flow's name into HTML unescaped
+        redoc_url=None,
     )
+    add_docs_pages(app, app.title)
     app.state.fb = SimpleNamespace(engine=engine)
     app.state.fb_gate = flow_gate(engine.settings, "127.0.0.1", required=True)
     app.add_middleware(AuthMiddleware, state=app.state)
