@@ -12,13 +12,14 @@ import json
 import secrets
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 from test_api import Server, create_flow, greeting_graph, start_server
 from test_canvas import browser  # noqa: F401 (a fixture)
+from test_sec_auth_browser import _EvilSite  # serves the page it is given
 
 TOKEN = secrets.token_urlsafe(24)
 
@@ -37,21 +38,6 @@ def page(browser: Browser) -> Iterator[Page]:  # noqa: F811 (the imported fixtur
     context.close()
 
 
-class _FramingSite(BaseHTTPRequestHandler):
-    """Serves one page that frames the victim's Settings page."""
-
-    page = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(self.page)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_every_page_refuses_to_be_framed(srv: Server) -> None:
     with httpx.Client(base_url=srv.base, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         flow_id = create_flow(c, greeting_graph(), "Greeter (framing)", publish=False)
@@ -68,10 +54,10 @@ def test_every_page_refuses_to_be_framed(srv: Server) -> None:
 
 @pytest.mark.browser
 def test_a_same_site_page_cannot_frame_the_settings_page(srv: Server, page: Page) -> None:
-    site = ThreadingHTTPServer(("127.0.0.1", 0), _FramingSite)
+    site = ThreadingHTTPServer(("127.0.0.1", 0), _EvilSite)
     threading.Thread(target=site.serve_forever, daemon=True).start()
     try:
-        _FramingSite.page = f"""<!doctype html><body>
+        _EvilSite.page = f"""<!doctype html><body>
 <iframe id="app" src="{srv.base}/settings" width="1300" height="800"
         onload="document.title = 'loaded'"></iframe></body>""".encode()
         page.goto(f"{srv.base}/?token={TOKEN}")  # the victim's session
