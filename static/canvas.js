@@ -6,6 +6,9 @@
 // with every parameter kept by name in node.properties, so the CLI runs it unchanged.
 
 import { LGraph, LGraphCanvas, LGraphNode, LiteGraph } from "litegraph/litegraph.es.js";
+import { installInertMarkup } from "fb-menus/inert.js";
+
+installInertMarkup(); // a graph's strings never become markup in LiteGraph's menus
 
 const STATUS_COLOURS = {
   queued: "#777",

@@ -45,7 +45,10 @@ def compat_table(catalogue: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class Canvas(
-    ui.element, component=str(STATIC / "canvas.js"), esm={"litegraph": str(LITEGRAPH_DIST)}
+    ui.element,
+    component=str(STATIC / "canvas.js"),
+    # static/menus/inert.js: LiteGraph's menus show a graph's strings as text
+    esm={"litegraph": str(LITEGRAPH_DIST), "fb-menus": str(STATIC / "menus")},
 ):
     """A graph editor. Emits ``change`` ({graph}), ``edit_param``, ``link_refused``,
     ``open_graph``, ``open_image``, ``open_markdown`` ({name, text, title}) and ``notify``
