@@ -282,6 +282,9 @@ class FileAccess:
             ) from None
         except IsADirectoryError:
             raise NodeError(_say(where, f"'{raw}' is a folder")) from None
+        except OSError as exc:  # a name too long, a full disk, a read-only file system
+            why = exc.strerror or str(exc)
+            raise NodeError(_say(where, f"cannot write '{raw}': {why}")) from None
         finally:
             os.close(parent)
         return real

@@ -252,11 +252,11 @@ def test_a_failed_write_leaves_nothing_behind(access: FileAccess) -> None:
         raise OSError("disk full")
 
     (access.workspace / "out").mkdir()
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(NodeError, match=r"cannot write 'out/new\.txt': disk full"):
         access.write("out/new.txt", half)
     assert list((access.workspace / "out").iterdir()) == []
     access.write_bytes("out/old.txt", b"old")
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(NodeError, match="disk full"):
         access.write("out/old.txt", half, overwrite=True)
     assert [p.name for p in (access.workspace / "out").iterdir()] == ["old.txt"]
     assert (access.workspace / "out" / "old.txt").read_bytes() == b"old"
@@ -435,3 +435,10 @@ def test_roots_cli(home: Path, outside: Path) -> None:
     assert refused.returncode == 1 and "inside the data directory" in refused.stderr
     assert cli("remove", str(outside)).returncode == 0
     assert cli("remove", str(outside)).returncode == 1
+
+
+def test_a_name_too_long_is_a_clear_error(access: FileAccess) -> None:
+    with pytest.raises(NodeError, match=r"cannot write 'x{300}\.txt': File name too long"):
+        access.write_bytes("x" * 300 + ".txt", b"data", where="node 7 (Save File)")
+    left = {p.name for p in access.workspace.iterdir()} - {"examples"}
+    assert not left  # no temporary file left behind

@@ -297,7 +297,12 @@ async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
     if scope["type"] == "websocket":  # before accept: the handshake answers 403
         await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
         return
-    body = json.dumps({"detail": detail}).encode()
+    if scope.get("path", "").startswith("/v1/"):  # the OpenAI facade: OpenAI's error shape
+        from server.api.openai_errors import error_body
+
+        body = json.dumps(error_body(status, detail)).encode()
+    else:
+        body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
