@@ -17,15 +17,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from flowbuilder.datadir import private_sqlite
 from flowbuilder.settings import Settings
+from flowbuilder.store.errors import NotFound
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long an SQLite connection waits for another writer's lock before failing."""
@@ -33,6 +34,8 @@ MIGRATIONS = Path(__file__).parent.parent / "migrations"
 """Alembic's script location (``flowbuilder/migrations``)."""
 _PG_MIGRATION_LOCK = 0x666C6F77  # "flow": the advisory lock key held while migrating
 _MIGRATE_LOCK = threading.Lock()
+
+M = TypeVar("M", bound=SQLModel)
 
 
 def default_url() -> str:
@@ -94,6 +97,21 @@ def alembic_config(connection: sa.Connection | None = None) -> Any:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
     return cfg
+
+
+def require(
+    s: Session, model: type[M], key: Any, kind: str, name: str | None = None, *, lock: bool = False
+) -> M:
+    """The ``model`` record with primary key ``key`` in session ``s``; with ``lock``, its
+    row stays locked until the transaction ends (``SELECT … FOR UPDATE`` on PostgreSQL).
+
+    Raises:
+        NotFound: no such record, named ``kind`` and ``name`` (default: ``key``).
+    """
+    found = s.get(model, key, with_for_update=True if lock else None)
+    if found is None:
+        raise NotFound(kind, str(key) if name is None else name)
+    return found
 
 
 class Database:
@@ -164,4 +182,5 @@ __all__ = [
     "alembic_config",
     "default_url",
     "make_engine",
+    "require",
 ]

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from flowbuilder.graph import Graph
-from flowbuilder.store.db import Database
-from flowbuilder.store.errors import NotFound
+from flowbuilder.store.db import Database, require
 from flowbuilder.store.tables import Flow, FlowVersion, Run
 from flowbuilder.store.values import graph_data, new_id, now
 
@@ -50,10 +49,7 @@ class Flows:
     def get_flow(self, flow_id: str) -> Flow:
         """Raises: NotFound."""
         with self.db.read() as s:
-            flow = s.get(Flow, flow_id)
-            if flow is None:
-                raise NotFound("flow", flow_id)
-            return flow
+            return require(s, Flow, flow_id, "flow")
 
     def save_flow(
         self, flow_id: str, graph: dict[str, Any] | Graph, name: str | None = None
@@ -69,7 +65,7 @@ class Flows:
         """
         data, t = graph_data(graph), now()
         with self.db.write() as s:
-            flow = _locked(s, flow_id)
+            flow = require(s, Flow, flow_id, "flow", lock=True)
             _set_graph(s, flow, data, t)
             if name is not None and name != flow.name:
                 flow.name, flow.updated_at = name, t
@@ -79,7 +75,7 @@ class Flows:
     def rename_flow(self, flow_id: str, name: str) -> Flow:
         """Raises: NotFound."""
         with self.db.write() as s:
-            flow = _locked(s, flow_id)
+            flow = require(s, Flow, flow_id, "flow", lock=True)
             if name != flow.name:
                 flow.name, flow.updated_at = name, now()
                 s.add(flow)
@@ -94,9 +90,7 @@ class Flows:
         """
         t = now()
         with self.db.write() as s:
-            src = s.get(Flow, flow_id)
-            if src is None:
-                raise NotFound("flow", flow_id)
+            src = require(s, Flow, flow_id, "flow")
             data = graph_data(src.graph)
             flow = Flow(
                 id=new_id(),
@@ -116,7 +110,7 @@ class Flows:
             NotFound: no such flow.
         """
         with self.db.write() as s:
-            flow = _locked(s, flow_id)
+            flow = require(s, Flow, flow_id, "flow", lock=True)
             s.exec(sa.update(Run).where(col(Run.flow_id) == flow_id).values(flow_id=None))
             s.exec(sa.delete(FlowVersion).where(col(FlowVersion.flow_id) == flow_id))
             s.delete(flow)
@@ -128,7 +122,7 @@ class Flows:
             NotFound: no such flow.
         """
         with self.db.write() as s:
-            flow = _locked(s, flow_id)
+            flow = require(s, Flow, flow_id, "flow", lock=True)
             if flow.published != published:
                 flow.published, flow.updated_at = published, now()
                 s.add(flow)
@@ -141,8 +135,7 @@ class Flows:
             NotFound: no such flow.
         """
         with self.db.read() as s:
-            if s.get(Flow, flow_id) is None:
-                raise NotFound("flow", flow_id)
+            require(s, Flow, flow_id, "flow")
             query = (
                 select(FlowVersion)
                 .where(col(FlowVersion.flow_id) == flow_id)
@@ -153,10 +146,9 @@ class Flows:
     def get_version(self, flow_id: str, version: int) -> FlowVersion:
         """Raises: NotFound (naming the flow version, e.g. ``flow version 'ab12…@3'``)."""
         with self.db.read() as s:
-            found = s.get(FlowVersion, (flow_id, version))
-            if found is None:
-                raise NotFound("flow version", f"{flow_id}@{version}")
-            return found
+            return require(
+                s, FlowVersion, (flow_id, version), "flow version", f"{flow_id}@{version}"
+            )
 
     def restore_version(self, flow_id: str, version: int) -> Flow:
         """Make an old version current again, as a new version with the same graph
@@ -167,24 +159,12 @@ class Flows:
             NotFound: no such flow or version.
         """
         with self.db.write() as s:
-            flow = _locked(s, flow_id)
-            old = s.get(FlowVersion, (flow_id, version))
-            if old is None:
-                raise NotFound("flow version", f"{flow_id}@{version}")
+            flow = require(s, Flow, flow_id, "flow", lock=True)
+            old = require(
+                s, FlowVersion, (flow_id, version), "flow version", f"{flow_id}@{version}"
+            )
             _set_graph(s, flow, graph_data(old.graph), now())
             return flow
-
-
-def _locked(s: Session, flow_id: str) -> Flow:
-    """The flow, its row locked until the transaction ends (PostgreSQL ``FOR UPDATE``).
-
-    Raises:
-        NotFound: no such flow.
-    """
-    flow = s.exec(select(Flow).where(col(Flow.id) == flow_id).with_for_update()).first()
-    if flow is None:
-        raise NotFound("flow", flow_id)
-    return flow
 
 
 def _set_graph(s: Session, flow: Flow, data: dict[str, Any], t: datetime) -> bool:

@@ -12,8 +12,7 @@ import secrets
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from flowbuilder.store.db import Database
-from flowbuilder.store.errors import NotFound
+from flowbuilder.store.db import Database, require
 from flowbuilder.store.tables import ApiKey
 from flowbuilder.store.values import new_id, now
 
@@ -60,9 +59,7 @@ class ApiKeys:
             NotFound: no such key.
         """
         with self.db.write() as s:
-            record = s.get(ApiKey, key_id)
-            if record is None:
-                raise NotFound("API key", key_id)
+            record = require(s, ApiKey, key_id, "API key")
             if record.revoked_at is None:
                 record.revoked_at = now()
                 s.add(record)

@@ -18,8 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from flowbuilder import events
-from flowbuilder.store.db import Database
-from flowbuilder.store.errors import NotFound
+from flowbuilder.store.db import Database, require
 from flowbuilder.store.tables import LIVE_NODE_STATUSES, LIVE_RUN_STATUSES, NodeRun, Run, RunEvent
 from flowbuilder.store.values import now, plain
 
@@ -120,9 +119,7 @@ class RunQueue:
         """
         t = now()
         with self.db.write() as s:
-            run = s.exec(select(Run).where(col(Run.id) == run_id).with_for_update()).first()
-            if run is None:
-                raise NotFound("run", run_id)
+            run = require(s, Run, run_id, "run", lock=True)
             if run.status not in LIVE_RUN_STATUSES:
                 return False, run
             run.cancel_requested = True

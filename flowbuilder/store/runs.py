@@ -32,8 +32,8 @@ from pydantic import BaseModel
 from sqlmodel import col, select
 
 from flowbuilder import events
-from flowbuilder.store.db import Database
-from flowbuilder.store.errors import AlreadyExists, NotFound
+from flowbuilder.store.db import Database, require
+from flowbuilder.store.errors import AlreadyExists
 from flowbuilder.store.tables import (
     LIVE_NODE_STATUSES,
     LIVE_RUN_STATUSES,
@@ -106,9 +106,7 @@ class Runs:
             if s.get(Run, run_id) is not None:
                 raise AlreadyExists("run", run_id)
             if flow_id is not None:
-                flow = s.get(Flow, flow_id)
-                if flow is None:
-                    raise NotFound("flow", flow_id)
+                flow = require(s, Flow, flow_id, "flow")
                 if flow_version is None:
                     run.flow_version = flow.version
             s.add(run)
@@ -117,10 +115,7 @@ class Runs:
     def get_run(self, run_id: str) -> Run:
         """Raises: NotFound."""
         with self.db.read() as s:
-            run = s.get(Run, run_id)
-            if run is None:
-                raise NotFound("run", run_id)
-            return run
+            return require(s, Run, run_id, "run")
 
     def list_runs(
         self,
@@ -156,9 +151,7 @@ class Runs:
             NotFound: no such run.
         """
         with self.db.write() as s:
-            run = s.get(Run, run_id)
-            if run is None:
-                raise NotFound("run", run_id)
+            run = require(s, Run, run_id, "run")
             s.exec(sa.delete(RunEvent).where(col(RunEvent.run_id) == run_id))
             s.exec(sa.delete(NodeRun).where(col(NodeRun.run_id) == run_id))
             s.delete(run)
@@ -170,8 +163,7 @@ class Runs:
             NotFound: no such run.
         """
         with self.db.read() as s:
-            if s.get(Run, run_id) is None:
-                raise NotFound("run", run_id)
+            require(s, Run, run_id, "run")
             query = (
                 select(NodeRun)
                 .where(col(NodeRun.run_id) == run_id)
@@ -197,8 +189,7 @@ class Runs:
         if limit is not None:
             query = query.limit(limit)
         with self.db.read() as s:
-            if s.get(Run, run_id) is None:
-                raise NotFound("run", run_id)
+            require(s, Run, run_id, "run")
             rows = s.exec(query).all()
         return [events.EVENT_ADAPTER.validate_python(r.data) for r in rows]
 
@@ -293,9 +284,7 @@ class RunRecorder:
             )
         t = now()
         with self.db.write() as s:
-            run = s.get(Run, result.run_id)
-            if run is None:
-                raise NotFound("run", result.run_id)
+            run = require(s, Run, self.run_id, "run")
             if run.status != "interrupted":  # taken over meanwhile: it stays interrupted
                 run.status = result.status
             run.payload = None
