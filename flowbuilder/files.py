@@ -17,7 +17,10 @@ Ingest, a knowledge base ``location``, a local model path, a dataset path) goes 
   (models by ``local:<name>``), the knowledge store (an empty ``location``) and the
   run store's SQLite file, wherever they are.
 - **Never writable**: the Python installation (``sys.prefix``, ``sys.base_prefix``,
-  site-packages, every folder on ``sys.path``) and flowbuilder's own package folders.
+  site-packages, every folder on ``sys.path``) and flowbuilder's own package folders;
+  below a root, hidden names (``.bashrc``, ``.ssh/``, ``.git/``: what shells, git and ssh
+  act on; a hidden folder named as a root itself is usable); and an existing executable
+  file is never replaced.
 - **Resolution.** A path is resolved once (symbolic links followed) and the real path is
   checked. Files are then opened by walking from the root one folder at a time with
   ``O_NOFOLLOW``, so a link swapped in after the check is refused, not followed. Writes go
@@ -75,6 +78,11 @@ def _real(path: str | os.PathLike[str]) -> Path:
 
 def _within(path: Path, folder: Path) -> bool:
     return path == folder or path.is_relative_to(folder)
+
+
+def _hidden_below(path: Path, root: Path) -> bool:
+    """Whether a name of ``path`` below ``root`` starts with ``.`` (``root`` holds it)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 @functools.cache
@@ -158,10 +166,16 @@ class FileAccess:
         workspace = self.workspace
         if _within(real, self.home) and not _within(real, workspace):
             return "inside the data directory"
-        if not any(_within(real, root) for root in self.roots):
+        roots = [root for root in self.roots if _within(real, root)]
+        if not roots:
             return "outside every folder nodes may use"
         if write and any(_within(real, code) for code in code_folders()):
             return "in a folder Python loads code from, which nodes never write"
+        if write and all(_hidden_below(real, root) for root in roots):
+            return (
+                "a hidden file or folder (a name starting with '.', where shells, git, ssh "
+                "and other tools keep what they run), which nodes never write"
+            )
         return None
 
     def resolve(self, raw: str, *, where: str = "", write: bool = False) -> Path:
@@ -253,7 +267,7 @@ class FileAccess:
         one, never half). Missing folders are made. Returns the real path written.
 
         Raises:
-            FileAccessError: the path is refused.
+            FileAccessError: the path is refused, or names an executable file.
             NodeError: the file exists and ``overwrite`` is off, or it is a folder.
         """
         real = self.resolve(raw, where=where, write=True)
@@ -262,8 +276,15 @@ class FileAccess:
             nofollow.write_at(parent, real.name, fill, overwrite=overwrite)
         except FileExistsError:
             raise NodeError(_say(where, f"'{raw}' exists and 'overwrite' is off")) from None
+        except nofollow.ExecutableFile:
+            raise self._error(
+                raw, where, "an executable file, which nodes never replace", real
+            ) from None
         except IsADirectoryError:
             raise NodeError(_say(where, f"'{raw}' is a folder")) from None
+        except OSError as exc:  # a name too long, a full disk, a read-only file system
+            why = exc.strerror or str(exc)
+            raise NodeError(_say(where, f"cannot write '{raw}': {why}")) from None
         finally:
             os.close(parent)
         return real

@@ -19,10 +19,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+EXEC_BITS = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
 
 
 class NotRegularFile(OSError):
     """The name is a folder, a device, a pipe or a socket, not a regular file."""
+
+
+class ExecutableFile(OSError):
+    """The name is an executable file (a mode with an ``x`` bit): never replaced."""
 
 
 def open_dir(root: Path, parts: Sequence[str], *, create: bool = False) -> int:
@@ -74,11 +79,13 @@ def write_at(
 ) -> None:
     """Write ``name`` in the folder ``dir_fd`` atomically: ``fill(fh)`` writes a
     temporary file beside it, which replaces ``name`` only when ``fill`` returned. A
-    replaced file keeps its mode; a failure leaves no temporary file.
+    replaced file keeps its mode, which is never executable; a failure leaves no
+    temporary file.
 
     Raises:
         FileExistsError: ``name`` exists and ``overwrite`` is off.
         IsADirectoryError: ``name`` is a folder.
+        ExecutableFile: ``name`` is an executable file, to be replaced.
         OSError: whatever ``fill`` or the disk raised.
     """
     try:
@@ -89,6 +96,8 @@ def write_at(
         raise IsADirectoryError(name)
     if old is not None and not overwrite:
         raise FileExistsError(name)
+    if old is not None and stat.S_ISREG(old.st_mode) and old.st_mode & EXEC_BITS:
+        raise ExecutableFile(name)
     tmp = f".{name}.{secrets.token_hex(4)}.tmp"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(tmp, flags, 0o666, dir_fd=dir_fd)

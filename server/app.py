@@ -122,11 +122,15 @@ def serve(host: str = "127.0.0.1", port: int = 8080, *, no_auth: bool = False) -
     app.on_startup(lambda: announce(host, port, token, settings))
     # per-session storage: the private data directory (0700), not .nicegui in the cwd
     Storage.path = sessions_dir(settings.home)
+    from server.api.docs_pages import add_docs_pages
+
+    app.openapi_url = "/openapi.json"
+    app.setup()  # FastAPI's /openapi.json route; /docs is ours, ReDoc is not served
+    add_docs_pages(app, app.title)
     ui.run(
         storage_secret=session_secret(settings.home),
         # one cookie per port: two local servers do not overwrite each other's session
         session_middleware_kwargs={"session_cookie": f"flowbuilder-{port}", "same_site": "lax"},
-        fastapi_docs=True,
         host=host,
         port=port,
         title="flowbuilder",

@@ -41,6 +41,7 @@ from flowbuilder.store import Store
 from flowbuilder.types import REF_CLASSES, to_jsonable
 from server.api.answers import errors
 from server.api.auth import AuthMiddleware, Gate, StoreKeys, gate_openapi
+from server.api.docs_pages import add_docs_pages
 from server.api.limits import BodyLimit, LimitedRoute
 from server.api.origin import HostRule
 from server.api.runs import SSE_HEADERS, TIMEOUT, result_body, sse
@@ -73,7 +74,10 @@ def build_app(path: str | Path, engine: Engine | None = None) -> FastAPI:
         description=(graph.extra.get("flowbuilder", {}) or {}).get("description", "")
         or f"The flow '{name}' from {Path(path).name}, served by flowbuilder serve-flow.",
         version="1",
+        docs_url=None,  # FastAPI's pages would put the flow's name into HTML unescaped
+        redoc_url=None,
     )
+    add_docs_pages(app, app.title)
     app.state.fb = SimpleNamespace(engine=engine)
     app.router.route_class = LimitedRoute  # JSON bodies decoded with the request limits
     app.state.fb_gate = flow_gate(engine.settings, "127.0.0.1", required=True)

@@ -9,6 +9,7 @@
 // with every parameter kept by name in node.properties, so the CLI runs it unchanged.
 
 import { LGraph, LGraphCanvas, LiteGraph } from "litegraph/litegraph.es.js";
+import { installInertMarkup } from "fb-menus/inert.js";
 import { Changes, serialize } from "fb-canvas/changes.js";
 import { curvePoints } from "fb-canvas/chart.js";
 import { drawState } from "fb-canvas/draw.js";
@@ -22,6 +23,8 @@ import { previewTables } from "fb-canvas/table.js";
 import { previewLines } from "fb-canvas/text.js";
 import * as types from "fb-canvas/types.js";
 import * as widgets from "fb-canvas/widgets.js";
+
+installInertMarkup(); // a graph's strings never become markup in LiteGraph's menus
 
 function loadCss(href) {
   if (document.querySelector(`link[data-fb="${href}"]`)) return;

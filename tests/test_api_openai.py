@@ -166,3 +166,16 @@ def test_errors_come_in_openai_shape(server: Server) -> None:
     assert error["code"] == "flow_failed" and "nowhere" in error["message"], error
     with pytest.raises(openai.APIError, match="nowhere"):
         list(client.chat.completions.create(model="Broken", messages=user, stream=True))
+
+
+def test_auth_refusals_come_in_openai_shape(server: Server) -> None:
+    """A missing or wrong key on the facade is an ``AuthenticationError`` whose body is
+    OpenAI's error object (the gate answered FastAPI's ``{"detail"}`` before)."""
+    client = openai.OpenAI(base_url=f"{server.base}/v1", api_key="fb_wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client.models.list()
+    body: Any = caught.value.body
+    assert set(body) == {"message", "type", "param", "code"}, body
+    assert "Bearer" in body["message"]
+    with server.client(anonymous=True) as anon:  # the API under /api keeps its own shape
+        assert set(anon.get("/api/v1/flows").json()) == {"detail"}

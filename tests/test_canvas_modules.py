@@ -1,6 +1,7 @@
 """The canvas's ES modules as a browser gets them from ``flowbuilder serve``: the page's
-import map names ``fb-canvas/``, every file that static/canvas.js and its modules import is
-served from there (and only with a credential), and a module edited in place gets a new URL.
+import map names our module folders (``fb-canvas/``, ``fb-menus/``), every file that
+static/canvas.js and its modules import is served from there (and only with a
+credential), and a module edited in place gets a new URL.
 
 The browser tests (tests/test_canvas.py, tests/test_canvas_training.py) run the modules.
 """
@@ -16,10 +17,11 @@ from urllib.parse import urljoin
 from conftest import REPO
 from test_api import start_server
 
-from server.components.canvas import MODULES, MODULES_IMPORT, modules_version
+from server.components.canvas import MODULES, modules_version
 
 SHELL = REPO / "static" / "canvas.js"
 IMPORT = re.compile(r'^import\s[^;]*?\sfrom\s+"([^"]+)";', re.MULTILINE)
+THIRD_PARTY = ("litegraph/", "dompurify")  # from npm and from NiceGUI, not ours
 
 
 def import_map(html: str) -> dict[str, str]:
@@ -37,22 +39,23 @@ def test_every_module_the_canvas_imports_is_served_behind_the_gate(tmp_path: Pat
             assert page.status_code == 200
             imports = import_map(page.text)
             assert "litegraph/" in imports
-            base = urljoin(server.base, imports[f"{MODULES_IMPORT}/"])
+            bases = {f: urljoin(server.base, imports[f"{n}/"]) for n, f in MODULES.items()}
 
             served: dict[Path, str] = {}
             todo = [(SHELL, spec) for spec in IMPORT.findall(SHELL.read_text())]
             while todo:
                 importer, spec = todo.pop()
-                if spec.startswith("litegraph/"):
+                if spec.startswith(THIRD_PARTY):
                     continue
-                if spec.startswith(f"{MODULES_IMPORT}/"):
-                    file = MODULES / spec.removeprefix(f"{MODULES_IMPORT}/")
+                name, _, rest = spec.partition("/")
+                if name in MODULES:
+                    file = MODULES[name] / rest
                 else:
-                    assert spec.startswith("./") and importer.parent == MODULES, (importer, spec)
+                    assert spec.startswith("./") and importer.parent in bases, (importer, spec)
                     file = (importer.parent / spec).resolve()
                 if file in served:
                     continue
-                url = urljoin(base, file.relative_to(MODULES).as_posix())
+                url = urljoin(bases[file.parent], file.name)
                 got = client.get(url)
                 assert got.status_code == 200, (spec, url, got.status_code)
                 assert got.headers["content-type"].startswith("text/javascript"), url
@@ -63,7 +66,7 @@ def test_every_module_the_canvas_imports_is_served_behind_the_gate(tmp_path: Pat
     finally:
         server.stop()
     # Every module is in use, and each says at its top what it owns.
-    assert set(served) == set(MODULES.glob("*.js"))
+    assert set(served) == {f for folder in MODULES.values() for f in folder.glob("*.js")}
     for file in served:
         assert file.read_text().startswith("// "), f"{file.name} has no comment at its top"
 

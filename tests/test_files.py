@@ -252,22 +252,45 @@ def test_a_failed_write_leaves_nothing_behind(access: FileAccess) -> None:
         raise OSError("disk full")
 
     (access.workspace / "out").mkdir()
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(NodeError, match=r"cannot write 'out/new\.txt': disk full"):
         access.write("out/new.txt", half)
     assert list((access.workspace / "out").iterdir()) == []
     access.write_bytes("out/old.txt", b"old")
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(NodeError, match="disk full"):
         access.write("out/old.txt", half, overwrite=True)
     assert [p.name for p in (access.workspace / "out").iterdir()] == ["old.txt"]
     assert (access.workspace / "out" / "old.txt").read_bytes() == b"old"
 
 
 def test_a_replaced_file_keeps_its_mode(access: FileAccess) -> None:
+    target = access.workspace / "notes.txt"
+    access.write_bytes("notes.txt", b"one\n")
+    target.chmod(0o640)
+    access.write_bytes("notes.txt", b"two\n", overwrite=True)
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_an_executable_file_is_never_replaced(access: FileAccess) -> None:
     target = access.workspace / "script.sh"
     access.write_bytes("script.sh", b"echo 1\n")
+    assert target.stat().st_mode & 0o111 == 0  # what nodes write is never executable
     target.chmod(0o750)
-    access.write_bytes("script.sh", b"echo 2\n", overwrite=True)
-    assert target.stat().st_mode & 0o777 == 0o750
+    with pytest.raises(FileAccessError, match="an executable file"):
+        access.write_bytes("script.sh", b"echo 2\n", overwrite=True)
+    assert target.read_bytes() == b"echo 1\n"
+
+
+def test_hidden_names_below_a_root_are_never_written(access: FileAccess) -> None:
+    for raw in (".bashrc", "project/.git/config", ".ssh/authorized_keys"):
+        with pytest.raises(FileAccessError, match="hidden file or folder"):
+            access.write_bytes(raw, b"x")
+    access.write_bytes("project/notes.txt", b"x")
+
+
+def test_the_default_hidden_data_directory_keeps_its_workspace_writable(tmp_path: Path) -> None:
+    access = FileAccess(Settings.from_env(home=tmp_path / ".flowbuilder"))  # ~/.flowbuilder
+    written = access.write_bytes("out/x.txt", b"x")
+    assert written == access.workspace / "out" / "x.txt"
 
 
 def test_uploads_keep_their_names(access: FileAccess) -> None:
@@ -412,3 +435,10 @@ def test_roots_cli(home: Path, outside: Path) -> None:
     assert refused.returncode == 1 and "inside the data directory" in refused.stderr
     assert cli("remove", str(outside)).returncode == 0
     assert cli("remove", str(outside)).returncode == 1
+
+
+def test_a_name_too_long_is_a_clear_error(access: FileAccess) -> None:
+    with pytest.raises(NodeError, match=r"cannot write 'x{300}\.txt': File name too long"):
+        access.write_bytes("x" * 300 + ".txt", b"data", where="node 7 (Save File)")
+    left = {p.name for p in access.workspace.iterdir()} - {"examples"}
+    assert not left  # no temporary file left behind

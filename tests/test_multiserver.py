@@ -39,7 +39,7 @@ from test_api import (
 )
 
 from flowbuilder import events
-from flowbuilder.store import INTERRUPTED_ERROR, Run, Store, _alembic_config, make_engine
+from flowbuilder.store import INTERRUPTED_ERROR, Run, Store, alembic_config, make_engine
 
 SERVER_ENV = {"FLOWBUILDER_MAX_RUNS": "1", "FLOWBUILDER_RUN_STALE_S": "3"}
 LONG_PROMPT = {"prompt": "Write a very long story about a dragon and a knight."}
@@ -351,7 +351,7 @@ def test_a_database_from_before_the_queue_is_migrated_with_its_runs(db: str) -> 
 
     engine = make_engine(db, foreign_keys=False)
     with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0001")
+        command.upgrade(alembic_config(conn), "0001")
         conn.execute(
             sa.text(
                 "INSERT INTO runs (id, source, status, inputs, created_at) "

@@ -36,7 +36,16 @@ from flowbuilder.graph import Graph
 from flowbuilder.node import Node, NodeMeta, Param
 from flowbuilder.registry import Registry
 from flowbuilder.scheduler import CancelToken, RunResult
-from flowbuilder.store import AlreadyExists, NotFound, Store
+from flowbuilder.store import (
+    AlreadyExists,
+    ApiKeys,
+    Database,
+    Flows,
+    NotFound,
+    RunQueue,
+    Runs,
+    Store,
+)
 
 TABLES = {"flows", "flow_versions", "runs", "node_runs", "run_events", "api_keys"}
 
@@ -398,6 +407,43 @@ def test_a_failed_node_is_recorded_with_its_error(
     assert nodes[str(out)].status == "skipped"
     assert f"node {fail}" in str(nodes[str(out)].error)  # the reason it was skipped
     assert store.events_after(run_id)[-1].type == "run_failed"
+
+
+def test_the_parts_work_alone_on_one_database(
+    db_url: str, engine: Engine, builder: GraphBuilder
+) -> None:
+    db = Database(db_url)
+    try:
+        db.migrate()
+        flows, runs, queue, keys = Flows(db), Runs(db), RunQueue(db), ApiKeys(db)
+        text = builder.add("core/text", text="hi")
+        out = builder.add("core/output", name="greeting")
+        builder.link(text, "text", out, "value")
+        graph = builder.build()
+        flow = flows.create_flow("Greeting", graph)
+
+        run_id = new_id()
+        runs.create_run(run_id, flow_id=flow.id, source="cli", inputs={})
+        recorder = runs.recorder(run_id)
+        result = asyncio.run(engine.run(graph, run_id=run_id, listeners=[recorder]))
+        other = new_id()
+        runs.create_run(other, source="cli", inputs={})
+        with pytest.raises(ValueError, match=f"run '{run_id}'.*run '{other}'"):
+            runs.recorder(other).save_result(result)  # a result goes to its own run only
+        recorder.save_result(result)
+        key, _ = keys.create_api_key("ci")
+
+        with Store(db_url) as store:  # the facade reads what the parts wrote
+            assert store.get_flow(flow.id).name == "Greeting"
+            assert store.get_run(run_id).outputs == {"greeting": "hi"}
+            assert {n.status for n in store.node_runs(run_id)} == {"done"}
+            assert store.events_after(run_id)[-1].type == "run_finished"
+            assert store.get_run(other).status == "queued"
+            verified = store.verify_api_key(key)
+            assert verified is not None and verified.name == "ci"
+        assert queue.mark_interrupted() == [other]
+    finally:
+        db.close()
 
 
 def test_a_cancelled_run_marks_its_running_nodes_cancelled(

@@ -1,6 +1,6 @@
 """Alembic environment of the run store.
 
-:meth:`flowbuilder.store.Store.migrate` passes an open connection in
+:meth:`flowbuilder.store.db.Database.migrate` passes an open connection in
 ``config.attributes["connection"]``. Run from the ``alembic`` command line instead, the
 URL is ``-x url=...``, else ``FLOWBUILDER_DATABASE_URL``, else the default SQLite file.
 
@@ -14,14 +14,15 @@ from alembic import context
 from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
-from flowbuilder import store  # defines the tables on SQLModel.metadata
+from flowbuilder.store import tables  # noqa: F401  (defines the tables on SQLModel.metadata)
+from flowbuilder.store.db import default_url, make_engine
 
 config = context.config
 target_metadata = SQLModel.metadata
 
 
 def _url() -> str:
-    return context.get_x_argument(as_dictionary=True).get("url") or store.default_url()
+    return context.get_x_argument(as_dictionary=True).get("url") or default_url()
 
 
 def run_migrations_offline() -> None:
@@ -46,7 +47,7 @@ def run_migrations_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = store.make_engine(_url(), foreign_keys=False, poolclass=NullPool)
+    engine = make_engine(_url(), foreign_keys=False, poolclass=NullPool)
     try:
         with engine.connect() as conn:
             context.configure(

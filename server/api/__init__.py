@@ -69,10 +69,33 @@ def install(app: FastAPI) -> None:
     from server.api.limits import BodyLimit
 
     def build_stack() -> ASGIApp:
+        gate_inside_sessions(app)
         # outermost: request bodies are bounded on every path, pages and API alike
         return BodyLimit(FastLane(build_full(), lean), lambda: app.state.fb.engine.settings)
 
     app.build_middleware_stack = build_stack  # type: ignore[method-assign]
+
+
+def gate_inside_sessions(app: FastAPI) -> None:
+    """Put the auth middleware right inside the session middleware (it reads the session
+    cookie) and before everything else of the page stack.
+
+    NiceGUI adds its session and request-tracking middleware when the server starts,
+    outermost; request tracking makes a user storage for every new session id, so a
+    refused anonymous request would still leave one in memory (about 1 kB each, without
+    bound). Called when the middleware stack is built, after NiceGUI's additions.
+    """
+    from starlette.middleware.sessions import SessionMiddleware
+
+    from server.api.auth import AuthMiddleware
+
+    stack = app.user_middleware  # outermost first
+    gate = next((m for m in stack if m.cls is AuthMiddleware), None)
+    if gate is None:
+        return
+    stack.remove(gate)
+    session = next((i for i, m in enumerate(stack) if m.cls is SessionMiddleware), -1)
+    stack.insert(session + 1, gate)
 
 
 UPLOADS = (

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flowbuilder.settings import Settings, SettingsError
 from flowbuilder.store import ApiKey, Store
+from server.api.framing import deny_framing
 from server.api.origin import (
     STATE_CHANGING,
     HostRule,
@@ -201,7 +202,8 @@ class AuthMiddleware:
 
     In order: the Host allow-list (400), for state-changing requests the Origin rule
     when no Bearer key is sent (403) and the body type (415), then the credential
-    (401/403, or a redirect to the login for pages).
+    (401/403, or a redirect to the login for pages). HTML answers refuse to be framed
+    (:mod:`server.api.framing`).
     """
 
     def __init__(self, app: ASGIApp, state: Any) -> None:
@@ -212,6 +214,8 @@ class AuthMiddleware:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if kind == "http":
+            send = deny_framing(send)
         gate: Gate = self.state.fb_gate
         host = _header(scope, b"host")
         if host is None or not gate.hosts.allows(host):
@@ -293,7 +297,12 @@ async def _refuse(scope: Scope, send: Send, status: int, detail: str) -> None:
     if scope["type"] == "websocket":  # before accept: the handshake answers 403
         await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
         return
-    body = json.dumps({"detail": detail}).encode()
+    if scope.get("path", "").startswith("/v1/"):  # the OpenAI facade: OpenAI's error shape
+        from server.api.openai_errors import error_body
+
+        body = json.dumps(error_body(status, detail)).encode()
+    else:
+        body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))

@@ -19,8 +19,8 @@ def file_roots_section(settings: Settings) -> None:
     ui.label(
         "Nodes read and write files only under these folders; relative paths are in the "
         "workspace. The data directory's insides (secrets, database, providers, artifacts, "
-        "models, knowledge bases) are never reachable, and Python's own folders are never "
-        "written."
+        "models, knowledge bases) are never reachable; Python's own folders, hidden names "
+        "below a folder (.bashrc, .ssh, .git) and executable files are never written."
     ).classes("text-sm text-slate-400")
 
     @ui.refreshable

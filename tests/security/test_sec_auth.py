@@ -88,6 +88,17 @@ def test_local_server_refuses_requests_without_a_key(srv: Server) -> None:
         assert c.get("/?token=wrong", follow_redirects=False).status_code == 303
 
 
+def test_a_refused_request_leaves_no_session_behind(srv: Server) -> None:
+    """Old code: NiceGUI's request tracking ran before the gate and gave every request
+    without a cookie a new session id (a Set-Cookie on the 401) and a user storage in
+    the server's memory — about 1 kB per anonymous request, without bound."""
+    for path in ("/api/v1/flows", "/settings", "/v1/models", "/flow/abc"):
+        with plain(srv) as c:
+            r = c.get(path, follow_redirects=False)
+            assert r.status_code in (401, 303), (path, r.status_code)
+            assert "set-cookie" not in r.headers, (path, r.headers["set-cookie"])
+
+
 def test_the_token_works_as_bearer_and_as_a_tokenised_url(srv: Server) -> None:
     log = (srv.home / f"server-{srv.port}.log").read_text()
     assert f"http://127.0.0.1:{srv.port}/?token={TOKEN}" in log
