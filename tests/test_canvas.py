@@ -153,10 +153,17 @@ def edit_param(page: Page, node_id: int, name: str, text: str) -> None:
     editor = page.get_by_test_id("param-editor")
     editor.fill(text)
     page.get_by_test_id("param-ok").click()
+    page.wait_for_function(
+        "([id, name, text]) => window.fbCanvas.lgraph.getNodeById(id).properties[name] === text",
+        arg=[node_id, name, text],
+    )
     page.wait_for_timeout(150)
 
 
 def wait_saved(page: Page) -> None:
+    """Wait until the canvas holds no unsaved edit and the page says it saved (the label
+    alone may still show an earlier save)."""
+    page.wait_for_function("() => !window.fbCanvas.hasUnsavedChanges()", timeout=10000)
     expect(page.get_by_test_id("save-state")).to_contain_text("Saved", timeout=10000)
 
 
