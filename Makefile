@@ -45,6 +45,7 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The tests use real services: Debian's chromium (browser tests) and a PostgreSQL server
 # (store tests); both scripts install what is missing and are no-ops when it is there.
