@@ -58,4 +58,4 @@ bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) static/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) static/node_modules .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
