@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flowbuilder import events
 from flowbuilder.errors import RunCancelled
 from flowbuilder.files import FileAccess, NodeFiles
+from flowbuilder.services.artifacts import ArtifactService
 from flowbuilder.services.knowledge import KnowledgeService
 from flowbuilder.services.models import ModelService
 from flowbuilder.services.providers import ProviderService
@@ -39,7 +40,8 @@ class RunContext:
 
     Attributes:
         run_id, node_id, node_type: what is running.
-        artifacts: the :class:`~flowbuilder.artifacts.ArtifactStore`.
+        artifacts: the artifact store as a node sees it
+            (:class:`~flowbuilder.services.artifacts.ArtifactService`).
         models: local models by id (:class:`~flowbuilder.services.models.ModelService`).
         providers: chat, embeddings and media APIs by model id
             (:class:`~flowbuilder.services.providers.ProviderService`).
@@ -54,6 +56,7 @@ class RunContext:
     """
 
     __slots__ = (
+        "_artifacts",
         "_bus",
         "_cancel",
         "_files",
@@ -65,7 +68,6 @@ class RunContext:
         "_providers",
         "_stopped",
         "_thread",
-        "artifacts",
         "log",
         "node_id",
         "node_title",
@@ -96,7 +98,8 @@ class RunContext:
         self.started_at = time.time() if started_at is None else started_at
         self.node_title = node_title or node_type
         self._files: NodeFiles | FileAccess | None = files
-        self.artifacts, self.settings = artifacts, settings
+        self.settings = settings
+        self._artifacts = ArtifactService(artifacts)
         self._model_cache, self._provider_registry = models, providers
         self._models: ModelService | None = None
         self._providers: ProviderService | None = None
@@ -158,6 +161,11 @@ class RunContext:
             files = (files or FileAccess(self.settings)).for_node(self.node_id, self.node_title)
             self._files = files
         return files
+
+    @property
+    def artifacts(self) -> ArtifactService:
+        """Store bytes or an open file as an artifact; read the file of a reference."""
+        return self._artifacts
 
     @property
     def models(self) -> ModelService:

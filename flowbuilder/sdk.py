@@ -59,6 +59,7 @@ from flowbuilder.providers import (
     split_model_id,
 )
 from flowbuilder.registry import Registry
+from flowbuilder.services.artifacts import ArtifactService
 from flowbuilder.services.knowledge import KnowledgeService
 from flowbuilder.services.models import ModelService, fingerprint_model
 from flowbuilder.services.providers import ProviderService
@@ -138,6 +139,7 @@ __all__ = [
     "MODEL_NAME",
     "SDK_VERSION",
     "ArtifactRef",
+    "ArtifactService",
     "AudioRef",
     "BundledModel",
     "ChatMessage",

@@ -104,6 +104,10 @@ def test_every_public_name_resolves_and_the_version_is_semantic() -> None:
     assert sorted(sdk.__all__) == dir(sdk)
     with pytest.raises(AttributeError, match="no attribute 'Scheduler'"):
         sdk.Scheduler  # noqa: B018  (the engine's own classes are not in the SDK)
+    # a node reaches files by path only through ctx.files: the store takes no path in
+    # and copies nothing out
+    assert not hasattr(sdk.ArtifactService, "put_file")
+    assert not hasattr(sdk.ArtifactService, "export")
 
 
 def test_a_model_loads_once_per_process(sdk_engine: Engine) -> None:
