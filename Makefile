@@ -45,6 +45,7 @@ lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The tests use real services: Debian's chromium (browser tests) and a PostgreSQL server
 # (store tests); both scripts install what is missing and are no-ops when it is there.
@@ -57,4 +58,4 @@ bench: setup
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) static/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) static/node_modules .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

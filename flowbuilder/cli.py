@@ -25,6 +25,7 @@ from flowbuilder import events
 from flowbuilder.cli_kb import kb_app
 from flowbuilder.cli_providers import models_app, providers_app, secrets_app
 from flowbuilder.cli_roots import roots_app
+from flowbuilder.cli_serve import serve_flow, serve_web_app
 from flowbuilder.engine import Engine, to_jsonable
 from flowbuilder.errors import GraphFileError, GraphInvalid, InputError, Issue
 from flowbuilder.graph import load_graph
@@ -419,14 +420,7 @@ def serve(
     Prints a URL with the server's token: opening it signs the browser in.
     """
     _setup_logging(False)
-    from server.api.auth import AuthSettingError
-    from server.app import serve as serve_app
-
-    try:
-        serve_app(host=host, port=port, no_auth=no_auth)
-    except AuthSettingError as exc:
-        err.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from None
+    serve_web_app(host, port, no_auth)
 
 
 app.add_typer(secrets_app, name="secrets")
@@ -434,7 +428,7 @@ app.add_typer(providers_app, name="providers")
 app.add_typer(models_app, name="models")
 app.add_typer(kb_app, name="kb")
 app.add_typer(roots_app, name="roots")
-from flowbuilder.cli_keys import keys_app, serve_flow  # noqa: E402
+from flowbuilder.cli_keys import keys_app  # noqa: E402
 
 app.add_typer(keys_app, name="keys")
 app.command("serve-flow")(serve_flow)

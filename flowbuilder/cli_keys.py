@@ -1,4 +1,4 @@
-"""``flowbuilder keys create|list|revoke`` (API keys) and ``flowbuilder serve-flow``.
+"""``flowbuilder keys create|list|revoke``: API keys.
 
 A key is shown once, when it is made; the store keeps only its SHA-256 and its first
 8 characters (to tell keys apart in lists).
@@ -7,7 +7,6 @@ A key is shown once, when it is made; the store keeps only its SHA-256 and its f
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +14,6 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from flowbuilder.errors import GraphFileError, GraphInvalid
 from flowbuilder.store import NotFound, Store
 
 keys_app = typer.Typer(
@@ -93,47 +91,3 @@ def revoke(key_id: Annotated[str, typer.Argument(help="the key's id (see keys li
             err.print(f"[red]no API key {escape(key_id)}[/] (see flowbuilder keys list)")
             raise typer.Exit(1) from None
     err.print(f"revoked {escape(record.name)} ({record.id})")
-
-
-def serve_flow(
-    graph: Annotated[
-        Path, typer.Argument(help="a graph file (.json)", exists=True, dir_okay=False)
-    ],
-    host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    no_auth: Annotated[
-        bool,
-        typer.Option("--no-auth", help="no key or token needed (loopback binds only)"),
-    ] = False,
-) -> None:
-    """Serve one flow file as an HTTP endpoint: no UI, no database (POST /run, /docs).
-
-    Needs the server's token or an API key, like ``flowbuilder serve``.
-    """
-    from flowbuilder.settings import Settings
-    from server.api.auth import AuthSettingError, auth_required
-    from server.api.token import server_token, token_urls
-    from server.headless import build_app, flow_gate
-
-    settings = Settings.from_env()
-    try:
-        required = auth_required(settings, host, no_auth)
-        app = build_app(graph)
-    except AuthSettingError as exc:
-        err.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(2) from None
-    except (GraphFileError, GraphInvalid) as exc:
-        err.print(f"[red]{escape(str(exc))}[/]")
-        raise typer.Exit(1) from None
-    token = server_token(settings) if required else None
-    app.state.fb_gate = flow_gate(settings, host, required=required, token=token)
-    import uvicorn
-
-    err.print(f"serving [bold]{escape(str(graph))}[/] at http://{host}:{port}/run")
-    if token is None:
-        err.print(f"docs: http://127.0.0.1:{port}/docs (--no-auth: no key needed)")
-    else:
-        err.print("docs (the URL signs the browser in; send the token as a Bearer key):")
-        for url in token_urls(host, port, token, "/docs"):
-            err.print(url, soft_wrap=True, markup=False, highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,10 +1,12 @@
 """The run context: the only way a node reaches services.
 
 One :class:`RunContext` is made per node execution. It gives the node the artifact
-store, the model cache, settings, the file-access policy (``ctx.files``), progress
-reporting, cancellation checks and a way to run blocking work in a worker thread.
-Progress and cancellation checks are safe to call from worker threads (e.g. inside a
-token or segment loop).
+store, settings, narrow services (``ctx.models``, ``ctx.providers``, ``ctx.knowledge``,
+``ctx.files``: see :mod:`flowbuilder.services`), progress reporting, cancellation checks
+and a way to run blocking work in a worker thread. The raw parts the services are made of
+(the model cache, the provider registry) are not the node's to touch. Progress and
+cancellation checks are safe to call from worker threads (e.g. inside a token or segment
+loop).
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from flowbuilder import events
 from flowbuilder.errors import RunCancelled
 from flowbuilder.files import FileAccess, NodeFiles
+from flowbuilder.services.artifacts import ArtifactService
+from flowbuilder.services.knowledge import KnowledgeService
+from flowbuilder.services.models import ModelService
+from flowbuilder.services.providers import ProviderService
 
 if TYPE_CHECKING:
     from flowbuilder.artifacts import ArtifactStore
     from flowbuilder.models import ModelCache
-    from flowbuilder.providers import ProviderRegistry
+    from flowbuilder.providers import PathCheck, ProviderRegistry
     from flowbuilder.settings import Settings
 
 T = TypeVar("T")
@@ -34,9 +40,12 @@ class RunContext:
 
     Attributes:
         run_id, node_id, node_type: what is running.
-        artifacts: the :class:`~flowbuilder.artifacts.ArtifactStore`.
-        models: the process's :class:`~flowbuilder.models.ModelCache`.
-        providers: chat providers by model-id prefix (``local``, …).
+        artifacts: the artifact store as a node sees it
+            (:class:`~flowbuilder.services.artifacts.ArtifactService`).
+        models: local models by id (:class:`~flowbuilder.services.models.ModelService`).
+        providers: chat, embeddings and media APIs by model id
+            (:class:`~flowbuilder.services.providers.ProviderService`).
+        knowledge: knowledge bases (:class:`~flowbuilder.services.knowledge.KnowledgeService`).
         settings: the :class:`~flowbuilder.settings.Settings`.
         files: the file-access policy for this node (:class:`~flowbuilder.files.NodeFiles`):
             every path a parameter names goes through it.
@@ -47,19 +56,22 @@ class RunContext:
     """
 
     __slots__ = (
+        "_artifacts",
         "_bus",
         "_cancel",
         "_files",
+        "_knowledge",
         "_loop",
+        "_model_cache",
+        "_models",
+        "_provider_registry",
+        "_providers",
         "_stopped",
         "_thread",
-        "artifacts",
         "log",
-        "models",
         "node_id",
         "node_title",
         "node_type",
-        "providers",
         "run_id",
         "settings",
         "started_at",
@@ -86,8 +98,12 @@ class RunContext:
         self.started_at = time.time() if started_at is None else started_at
         self.node_title = node_title or node_type
         self._files: NodeFiles | FileAccess | None = files
-        self.artifacts, self.models, self.settings = artifacts, models, settings
-        self.providers = providers
+        self.settings = settings
+        self._artifacts = ArtifactService(artifacts)
+        self._model_cache, self._provider_registry = models, providers
+        self._models: ModelService | None = None
+        self._providers: ProviderService | None = None
+        self._knowledge: KnowledgeService | None = None
         self._bus, self._cancel, self._loop = bus, cancel, loop
         self._stopped = False  # set by stop(); a plain flag, read from worker threads
         self._thread = threading.get_ident()
@@ -146,6 +162,67 @@ class RunContext:
             self._files = files
         return files
 
+    @property
+    def artifacts(self) -> ArtifactService:
+        """Store bytes or an open file as an artifact; read the file of a reference."""
+        return self._artifacts
+
+    @property
+    def models(self) -> ModelService:
+        """Local models by id, through this node's file-access policy."""
+        if self._models is None:
+            self._models = ModelService(self._model_cache, self.settings, lambda: self.files)
+        return self._models
+
+    @property
+    def providers(self) -> ProviderService:
+        """Chat, embeddings and media APIs by model id."""
+        if self._providers is None:
+            self._providers = ProviderService(self._provider_registry, _ProviderView(self))
+        return self._providers
+
+    @property
+    def knowledge(self) -> KnowledgeService:
+        """The knowledge bases this node may open, write and search."""
+        if self._knowledge is None:
+            self._knowledge = KnowledgeService(self.settings, lambda: self.files)
+        return self._knowledge
+
     async def to_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work in a worker thread and await its result."""
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+class _ProviderView:
+    """What a provider sees of a :class:`RunContext`
+    (:class:`~flowbuilder.providers.call.ProviderContext`)."""
+
+    __slots__ = ("_ctx",)
+
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def settings(self) -> Settings:
+        return self._ctx.settings
+
+    @property
+    def started_at(self) -> float:
+        return self._ctx.started_at
+
+    @property
+    def log(self) -> logging.Logger:
+        return self._ctx.log
+
+    @property
+    def model_cache(self) -> ModelCache:
+        return self._ctx._model_cache
+
+    def check_cancelled(self) -> None:
+        self._ctx.check_cancelled()
+
+    def path_check(self, field: str) -> PathCheck:
+        return self._ctx.files.path_check(field)
+
+    async def to_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self._ctx.to_thread(fn, *args, **kwargs)

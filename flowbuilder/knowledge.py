@@ -794,27 +794,13 @@ async def embedding_dimensions(engine: Engine, model: str) -> int:
     Raises:
         NodeError: an unknown model or provider, or one without embeddings.
     """
-    import asyncio
-    import threading
+    from flowbuilder.providers import CallContext, EmbedRequest
 
-    from flowbuilder.context import RunContext
-    from flowbuilder.events import EventBus
-    from flowbuilder.providers import EmbedRequest
-
-    ctx = RunContext(
-        run_id="knowledge",
-        node_id="knowledge",
-        node_type="knowledge/probe",
-        artifacts=engine.artifacts,
-        models=engine.models,
-        settings=engine.settings,
-        providers=engine.providers,
-        bus=EventBus("knowledge"),
-        cancel=threading.Event(),
-        loop=asyncio.get_running_loop(),
+    caller = CallContext(
+        engine.settings, engine.models, node_id="knowledge", title="knowledge/probe"
     )
     provider, name = engine.providers.resolve_embedder(model)
-    result = await provider.embed(ctx, name, EmbedRequest(texts=["probe"]))
+    result = await provider.embed(caller, name, EmbedRequest(texts=["probe"]))
     return result.dimensions or len(result.vectors[0])
 
 

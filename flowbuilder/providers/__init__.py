@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 from flowbuilder.errors import NodeError
+from flowbuilder.providers.call import CallContext, PathCheck, ProviderContext
 
 if TYPE_CHECKING:
-    from flowbuilder.context import RunContext
     from flowbuilder.settings import Settings
 
 
@@ -139,8 +139,9 @@ class ChatProvider(Protocol):
 
     ``chat`` returns the whole answer; when ``on_token`` is given it is called with each
     piece of text as it is generated (from a worker thread for local models, on the
-    event loop for remote ones). Cancelling the awaiting task (or ``ctx`` being
-    cancelled) stops generation and closes any stream at once. It raises
+    event loop for remote ones). ``ctx`` is what the provider sees of its caller
+    (:class:`~flowbuilder.providers.call.ProviderContext`). Cancelling the awaiting task
+    (or ``ctx`` being cancelled) stops generation and closes any stream at once. It raises
     :class:`~flowbuilder.errors.NodeError` for errors the user can fix and
     :class:`~flowbuilder.errors.RetryableError` for transient ones (the scheduler retries
     those with back-off, honouring ``retry_after``).
@@ -150,7 +151,7 @@ class ChatProvider(Protocol):
 
     async def chat(
         self,
-        ctx: RunContext,
+        ctx: ProviderContext,
         model: str,
         request: ChatRequest,
         on_token: TokenCallback | None = None,
@@ -165,7 +166,7 @@ class EmbeddingProvider(Protocol):
 
     async def embed(
         self,
-        ctx: RunContext,
+        ctx: ProviderContext,
         model: str,
         request: EmbedRequest,
         on_progress: ProgressCallback | None = None,
@@ -194,6 +195,13 @@ def split_model_id(model_id: str) -> tuple[str, str]:
 def is_local(model_id: str) -> bool:
     """Whether a model id runs in this process (its work takes the per-device limit)."""
     return split_model_id(model_id)[0] == "local"
+
+
+def is_remote(model_id: str) -> bool:
+    """Whether ``model_id`` names a remote endpoint (``openai:whisper-1``), not a local
+    model (``bundled:tiny.en``, ``local:/path``, a bare path) — for the media nodes,
+    whose local models are not the provider interface's."""
+    return split_model_id(model_id)[0] not in ("local", "bundled")
 
 
 class ProviderRegistry:
@@ -292,6 +300,7 @@ from flowbuilder.providers.structured import (  # noqa: E402  (needs the classes
 )
 
 __all__ = [
+    "CallContext",
     "ChatMessage",
     "ChatProvider",
     "ChatRequest",
@@ -300,7 +309,9 @@ __all__ = [
     "EmbedRequest",
     "EmbeddingProvider",
     "EmbeddingResult",
+    "PathCheck",
     "ProgressCallback",
+    "ProviderContext",
     "ProviderRegistry",
     "ProviderSource",
     "StructuredResult",
@@ -309,6 +320,7 @@ __all__ = [
     "chat_structured",
     "default_providers",
     "is_local",
+    "is_remote",
     "parse_json_answer",
     "split_model_id",
     "validate_json",

@@ -22,9 +22,13 @@ secret and the endpoint and never the value.
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import AfterValidator
+
 from flowbuilder.errors import NodeError
 from flowbuilder.providers.config import BUILTIN, Endpoint
-from flowbuilder.secrets import SecretStore
+from flowbuilder.secrets import NAME_PATTERN, SecretStore
 
 NO_KEY = "no-key"
 """Sent as the API key to endpoints configured without one (the openai SDK insists on
@@ -40,6 +44,32 @@ class SecretScopeError(NodeError):
     def __init__(self, message: str, *, secret: str, endpoint: str) -> None:
         super().__init__(message)
         self.secret, self.endpoint = secret, endpoint
+
+
+def credential_name(value: str) -> str:
+    """A secret's name, or empty; an API key pasted where a credential's name goes is
+    refused (it would be saved in the graph file).
+
+    Raises:
+        ValueError: (pydantic reports it on the field) a value that looks like a key, or
+            is not a secret's name (letters, digits, ``_ . -``).
+    """
+    if not value:
+        return value
+    looks_like_key = value.startswith(("sk-", "sk_", "xai-", "gsk_")) or len(value) > 64
+    if looks_like_key or not NAME_PATTERN.match(value):
+        raise ValueError(
+            "this looks like an API key, not the name of one: store the key with "
+            "`flowbuilder secrets set NAME` (or the settings page) and put NAME here"
+            if looks_like_key
+            else "a credential is the name of a stored secret (letters, digits, _ . -)"
+        )
+    return value
+
+
+Credential = Annotated[str, AfterValidator(credential_name)]
+"""The type of a node's ``credential`` parameter: the name of a stored secret (see the
+module docstring for where it may be sent), never the key itself."""
 
 
 def endpoint_keys(endpoint: Endpoint) -> frozenset[str]:

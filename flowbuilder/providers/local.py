@@ -42,14 +42,15 @@ from flowbuilder.providers import (
     ContextTooLong,
     EmbeddingResult,
     EmbedRequest,
+    PathCheck,
     ProgressCallback,
     TokenCallback,
     Usage,
 )
 
 if TYPE_CHECKING:
-    from flowbuilder.context import RunContext
     from flowbuilder.models import LoadedModel, ModelCache
+    from flowbuilder.providers.call import ProviderContext
 
 N_CTX = 2048
 EMBED_BATCH = 32
@@ -82,9 +83,6 @@ def _dir_kind(path: Path) -> LocalKind | None:
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 """A name in the model store: 1–100 letters, digits, ``._-``, starting with a letter or
 digit (so never a path: no ``/``, no ``..``)."""
-
-PathCheck = Callable[[str], Path]
-"""Turns a path a user gave into a checked real path, or raises (``ctx.files.read_path``)."""
 
 
 def store_candidates(name: str, models_dir: Path | None) -> list[Path]:
@@ -544,22 +542,22 @@ class LocalProvider:
 
     async def chat(
         self,
-        ctx: RunContext,
+        ctx: ProviderContext,
         model: str,
         request: ChatRequest,
         on_token: TokenCallback | None = None,
     ) -> ChatResult:
-        local = LocalModels(ctx.models, self.models_dir, ctx.files.path_check("model"))
+        local = LocalModels(ctx.model_cache, self.models_dir, ctx.path_check("model"))
         return await ctx.to_thread(local.chat, model, request, on_token, ctx.check_cancelled)
 
     async def embed(
         self,
-        ctx: RunContext,
+        ctx: ProviderContext,
         model: str,
         request: EmbedRequest,
         on_progress: ProgressCallback | None = None,
     ) -> EmbeddingResult:
-        local = LocalModels(ctx.models, self.models_dir, ctx.files.path_check("model"))
+        local = LocalModels(ctx.model_cache, self.models_dir, ctx.path_check("model"))
         return await ctx.to_thread(local.embed, model, request, on_progress, ctx.check_cancelled)
 
 

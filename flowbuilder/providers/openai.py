@@ -41,7 +41,7 @@ from flowbuilder.providers.remote import (
 from flowbuilder.secrets import SecretStore
 
 if TYPE_CHECKING:
-    from flowbuilder.context import RunContext
+    from flowbuilder.providers.call import ProviderContext
 
 EMBED_BATCH = 256
 
@@ -72,6 +72,23 @@ class OpenAIProvider(RemoteChat):
         )
         async with client:
             yield client
+
+    @asynccontextmanager
+    async def api_client(
+        self, model: str, credential: str | None, timeout_s: float | None
+    ) -> AsyncIterator[Any]:
+        """An ``openai.AsyncOpenAI`` client for one call to another API of this endpoint
+        (audio transcription, image generation), with the key chosen as for chat
+        (:mod:`flowbuilder.providers.credentials`).
+
+        SDK errors raised inside the ``async with`` body become flowbuilder's, as for chat
+        (see :mod:`flowbuilder.providers.remote`): NodeError for a refused request (wrong
+        key, unknown model, bad parameter), RetryableError for rate limits, server errors,
+        time-outs and dropped connections. ``timeout_s`` None: the endpoint's setting.
+        """
+        with self._sdk_errors(model, credential, timeout_s or self.endpoint.timeout_s):
+            async with self._client(credential, timeout_s) as client:
+                yield client
 
     def _params(self, model: str, request: ChatRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -197,7 +214,7 @@ class OpenAIProvider(RemoteChat):
 
     async def embed(
         self,
-        ctx: RunContext,
+        ctx: ProviderContext,
         model: str,
         request: EmbedRequest,
         on_progress: ProgressCallback | None = None,

@@ -53,7 +53,7 @@ from flowbuilder.providers.credentials import endpoint_keys
 from flowbuilder.secrets import SecretStore, redact
 
 if TYPE_CHECKING:
-    from flowbuilder.context import RunContext
+    from flowbuilder.providers.call import ProviderContext
 
 MAX_RETRY_AFTER_S = 60.0
 MIN_ATTEMPT_S = 0.05
@@ -111,7 +111,7 @@ class Deadline:
     timeout of an attempt and :meth:`bound` around the attempt.
     """
 
-    def __init__(self, ctx: RunContext, endpoint: Endpoint, model: str) -> None:
+    def __init__(self, ctx: ProviderContext, endpoint: Endpoint, model: str) -> None:
         self.total = ctx.settings.remote_deadline_s
         self.end = ctx.started_at + self.total
         self.endpoint, self.model = endpoint, model
@@ -175,7 +175,7 @@ class RemoteChat:
 
     async def chat(
         self,
-        ctx: RunContext,
+        ctx: ProviderContext,
         model: str,
         request: ChatRequest,
         on_token: TokenCallback | None = None,

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 from flowbuilder.errors import NodeError
 
 if TYPE_CHECKING:
-    from flowbuilder.context import RunContext
     from flowbuilder.providers import ChatProvider, ChatRequest, ChatResult, TokenCallback
+    from flowbuilder.providers.call import ProviderContext
 
 MAX_ERRORS = 5
 
@@ -319,7 +319,7 @@ def _with_instruction(request: ChatRequest) -> ChatRequest:
 
 async def chat_structured(
     provider: ChatProvider,
-    ctx: RunContext,
+    ctx: ProviderContext,
     model: str,
     request: ChatRequest,
     on_token: TokenCallback | None = None,

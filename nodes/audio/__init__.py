@@ -3,7 +3,7 @@ and subtitles (SRT, WebVTT)."""
 
 from __future__ import annotations
 
-from flowbuilder.registry import Registry
+from flowbuilder.sdk import Registry
 from nodes.audio.subtitles import Subtitles
 from nodes.audio.transcribe import Transcribe
 

@@ -12,10 +12,7 @@ import textwrap
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.types import DocumentRef
+from flowbuilder.sdk import DocumentRef, Node, NodeError, NodeMeta, Param, Port, RunContext
 from nodes.audio.transcribe import Segment
 
 

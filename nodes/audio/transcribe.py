@@ -27,14 +27,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from flowbuilder.bundled import BUNDLED
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.providers import split_model_id
-from flowbuilder.types import AudioRef
-from nodes.audio.openai_api import is_remote, openai_client
-from nodes.llm import Credential
+from flowbuilder.sdk import (
+    BUNDLED,
+    AudioRef,
+    Credential,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    RunContext,
+    is_remote,
+    split_model_id,
+)
 
 CREDENTIAL_HELP = (
     "name of the secret holding the API key for remote models (empty: the provider's "
@@ -267,9 +272,7 @@ class Transcribe(Node):
         path = await ctx.to_thread(
             whisper_dir, inputs.model, ctx.settings.home, ctx.files.path_check("model")
         )
-        entry = await ctx.to_thread(
-            ctx.models.get, f"whisper:{path.resolve()}", lambda: _load(path), 200
-        )
+        entry = await ctx.models.load(f"whisper:{path.resolve()}", lambda: _load(path), 200)
         return await ctx.to_thread(self._transcribe, ctx, entry, audio, name, inputs)
 
     def _transcribe(
@@ -353,8 +356,8 @@ class Transcribe(Node):
         if verbose and inputs.word_timestamps and inputs.task == "transcribe":
             params["timestamp_granularities"] = ["segment", "word"]
         ctx.progress(0.0, f"uploading {duration:.1f} s of audio")
-        async with openai_client(
-            ctx, inputs.model, inputs.credential or None, inputs.timeout, "transcription"
+        async with ctx.providers.openai_api(
+            inputs.model, inputs.credential or None, inputs.timeout, "transcription"
         ) as (client, model):
             if inputs.task == "translate":
                 result = await client.audio.translations.create(model=model, **params)

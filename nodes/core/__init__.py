@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowbuilder.registry import Registry
+from flowbuilder.sdk import Registry
 from nodes.core.files import LoadFile, SaveFile
 from nodes.core.flow import FlowInputNode, FlowOutputNode
 from nodes.core.values import JoinText, JsonGet, JsonParse, Number, Template, Text

@@ -14,10 +14,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port, file_fingerprint
-from flowbuilder.types import ArtifactRef
+from flowbuilder.sdk import (
+    ArtifactRef,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    RunContext,
+    file_fingerprint,
+)
 
 FileKind = Literal["text", "audio", "image", "document", "dataset", "file"]
 

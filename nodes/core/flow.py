@@ -6,9 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port
+from flowbuilder.sdk import Node, NodeError, NodeMeta, Param, Port, RunContext
 
 InputType = Literal[
     "text",

@@ -8,12 +8,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.limits import lone_surrogate
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.settings import Settings
-from flowbuilder.types import JSONValue, to_jsonable
+from flowbuilder.sdk import (
+    JSONValue,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    RunContext,
+    Settings,
+    lone_surrogate,
+    to_jsonable,
+)
 from nodes.core.render import Limits, RenderError, render
 
 

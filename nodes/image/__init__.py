@@ -3,7 +3,7 @@ resize/crop, and image to text with a vision chat model."""
 
 from __future__ import annotations
 
-from flowbuilder.registry import Registry
+from flowbuilder.sdk import Registry
 from nodes.image.describe import ImageToText
 from nodes.image.generate import GenerateImage
 from nodes.image.tools import LoadImage, ResizeImage, SaveImage

@@ -13,12 +13,19 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.providers import ChatMessage, ChatRequest, is_local
-from flowbuilder.types import ImageRef
-from nodes.llm import Credential
+from flowbuilder.sdk import (
+    ChatMessage,
+    ChatRequest,
+    Credential,
+    ImageRef,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    RunContext,
+    is_local,
+)
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 """OpenAI's limit for one image in a chat request (20 MB)."""
@@ -71,10 +78,7 @@ class ImageToText(Node):
         return is_local(inputs.model)
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        from flowbuilder.providers.openai import OpenAIProvider
-
-        provider, model = ctx.providers.resolve(inputs.model)
-        if not isinstance(provider, OpenAIProvider):
+        if not ctx.providers.takes_images(inputs.model):
             raise NodeError(
                 f"'{inputs.model}' cannot take images here: use a vision model on an "
                 "OpenAI-format provider (openai:gpt-4o-mini, or ollama:llava on a local "
@@ -103,5 +107,5 @@ class ImageToText(Node):
             count += 1
             ctx.progress(count / inputs.max_tokens, f"{count} tokens", delta=piece)
 
-        result = await provider.chat(ctx, model, request, on_token)
+        result = await ctx.providers.chat(inputs.model, request, on_token)
         return self.Outputs(text=result.text.strip(), usage=result.usage.as_dict())

@@ -21,13 +21,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.providers.local import store_candidates
-from flowbuilder.types import ImageRef
-from nodes.audio.openai_api import is_remote, openai_client
-from nodes.llm import Credential
+from flowbuilder.sdk import (
+    Credential,
+    ImageRef,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    RunContext,
+    is_remote,
+    store_candidates,
+)
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -187,9 +192,7 @@ class GenerateImage(Node):
         path = diffusers_dir(inputs.model, ctx.settings.home, ctx.files.path_check("model"))
         device = pick_device(inputs.device)
         key = f"diffusers:{path.resolve()}:{device}"
-        entry = await ctx.to_thread(
-            ctx.models.get, key, lambda: _load_pipeline(path, device), _dir_mb(path)
-        )
+        entry = await ctx.models.load(key, lambda: _load_pipeline(path, device), _dir_mb(path))
         return await ctx.to_thread(self._generate, ctx, entry, device, inputs)
 
     def _generate(self, ctx: RunContext, entry: Any, device: str, inputs: Inputs) -> list[bytes]:
@@ -240,8 +243,8 @@ class GenerateImage(Node):
             # gpt-image-1 always answers base64; DALL·E answers URLs unless asked.
             params["response_format"] = "b64_json"
         ctx.progress(None, f"asking for {inputs.count} image(s)")
-        async with openai_client(
-            ctx, inputs.model, inputs.credential or None, inputs.timeout, "image generation"
+        async with ctx.providers.openai_api(
+            inputs.model, inputs.credential or None, inputs.timeout, "image generation"
         ) as (client, model):
             result = await client.images.generate(model=model, **params)
         pngs = []

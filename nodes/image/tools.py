@@ -12,10 +12,16 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port, file_fingerprint
-from flowbuilder.types import ImageRef
+from flowbuilder.sdk import (
+    ImageRef,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    RunContext,
+    file_fingerprint,
+)
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".gif": "GIF"}
 

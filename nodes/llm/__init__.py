@@ -9,43 +9,25 @@ never the key itself, so graph files can be shared.
 from __future__ import annotations
 
 import warnings
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.providers import (
+from flowbuilder.sdk import (
     ChatMessage,
     ChatRequest,
+    Credential,
     EmbedRequest,
-    chat_structured,
+    JSONValue,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    Registry,
+    RunContext,
     is_local,
 )
-from flowbuilder.registry import Registry
-from flowbuilder.types import JSONValue
-
-
-def _credential_name(value: str) -> str:
-    """A secret's name, or empty; an API key pasted here is refused (it would be saved
-    in the graph file)."""
-    from flowbuilder.secrets import NAME_PATTERN
-
-    if not value:
-        return value
-    looks_like_key = value.startswith(("sk-", "sk_", "xai-", "gsk_")) or len(value) > 64
-    if looks_like_key or not NAME_PATTERN.match(value):
-        raise ValueError(
-            "this looks like an API key, not the name of one: store the key with "
-            "`flowbuilder secrets set NAME` (or the settings page) and put NAME here"
-            if looks_like_key
-            else "a credential is the name of a stored secret (letters, digits, _ . -)"
-        )
-    return value
-
-
-Credential = Annotated[str, AfterValidator(_credential_name)]
 
 CREDENTIAL_HELP = (
     "name of a stored secret holding the API key, scoped to the model's endpoint "
@@ -144,7 +126,6 @@ class Chat(Node):
             credential=inputs.credential or None,
             timeout_s=inputs.timeout,
         )
-        provider, model = ctx.providers.resolve(inputs.model)
         count = 0
 
         def on_token(piece: str) -> None:
@@ -154,12 +135,10 @@ class Chat(Node):
 
         value: Any = None
         if request.structured:
-            structured = await chat_structured(
-                provider, ctx, model, request, on_token, model_id=inputs.model
-            )
+            structured = await ctx.providers.chat_structured(inputs.model, request, on_token)
             result, value = structured.result, structured.value
         else:
-            result = await provider.chat(ctx, model, request, on_token)
+            result = await ctx.providers.chat(inputs.model, request, on_token)
         return self.Outputs(text=result.text.strip(), json=value, usage=result.usage.as_dict())
 
 
@@ -207,7 +186,6 @@ class Embed(Node):
         return is_local(inputs.model)
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        provider, model = ctx.providers.resolve_embedder(inputs.model)
         request = EmbedRequest(
             texts=inputs.texts,
             normalize=inputs.normalize,
@@ -218,7 +196,7 @@ class Embed(Node):
         def on_progress(done: int, total: int) -> None:
             ctx.progress(done / total if total else 1.0, f"{done}/{total} texts")
 
-        result = await provider.embed(ctx, model, request, on_progress)
+        result = await ctx.providers.embed(inputs.model, request, on_progress)
         return self.Outputs(
             vectors=result.vectors, dimensions=result.dimensions, usage=result.usage.as_dict()
         )

@@ -7,7 +7,7 @@ fills it (Ingest, or Load → Split → Embed → Write) share it by name.
 
 from __future__ import annotations
 
-from flowbuilder.registry import Registry
+from flowbuilder.sdk import Registry
 from nodes.rag.nodes import (
     EmbedChunks,
     FormatContext,

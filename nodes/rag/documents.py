@@ -21,8 +21,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
 
-from flowbuilder.errors import NodeError
-from flowbuilder.knowledge import Chunk, Document, content_hash
+from flowbuilder.sdk import Chunk, Document, NodeError, content_hash
 
 FORMATS = {
     ".txt": "txt",

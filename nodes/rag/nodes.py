@@ -8,19 +8,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.files import fingerprint_path
-from flowbuilder.knowledge import (
+from flowbuilder.sdk import (
+    BUNDLED,
     Chunk,
     Document,
+    EmbedRequest,
     KnowledgeBase,
-    KnowledgeBases,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    RunContext,
     content_hash,
+    fingerprint_path,
+    is_local,
 )
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.providers import EmbedRequest, is_local
-from flowbuilder.providers.local import resolve_local
 from nodes.rag.documents import (
     LengthFn,
     find_documents,
@@ -37,16 +40,6 @@ LOCATION_HELP = (
 )
 EMBED_GROUP = 256
 """Chunks embedded (and written) together during an ingest."""
-
-
-def knowledge_bases(ctx: RunContext, location: str = "") -> KnowledgeBases:
-    """The knowledge bases a node reaches: ``location`` (a folder under a root, or the
-    configured ``FLOWBUILDER_KNOWLEDGE_URI``) or, when empty, the knowledge store.
-
-    Raises:
-        FileAccessError: the file-access policy refuses ``location``.
-    """
-    return KnowledgeBases.from_settings(ctx.settings, ctx.files.knowledge_location(location))
 
 
 def read_documents(ctx: RunContext, files: list[Path]) -> Iterator[tuple[Path, bytes]]:
@@ -68,12 +61,11 @@ async def embed_texts(
     sentence-transformers' own ``encode`` does), then put back in order."""
     if not texts:
         return [], 0
-    provider, name = ctx.providers.resolve_embedder(model)
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     request = EmbedRequest(
         texts=[texts[i] for i in order], normalize=True, credential=credential or None
     )
-    result = await provider.embed(ctx, name, request, on_progress)
+    result = await ctx.providers.embed(model, request, on_progress)
     vectors: list[list[float]] = [[] for _ in texts]
     for pos, i in enumerate(order):
         vectors[i] = result.vectors[pos]
@@ -84,15 +76,18 @@ def _length_fn(
     unit: str, tokenizer: str, ctx: RunContext | None = None, field: str = "tokenizer"
 ) -> LengthFn:
     """``len``, or a token counter with ``tokenizer``'s tokenizer (a path in it checked by
-    ``ctx``'s file-access policy as the node's parameter ``field``)."""
+    ``ctx``'s file-access policy as the node's parameter ``field``; without ``ctx`` only a
+    bundled model)."""
     if unit == "characters":
         return len
     name = tokenizer.removeprefix("local:")
-    if ctx is None:
-        spec = resolve_local(name)
+    if ctx is not None:
+        path = ctx.models.resolve(name, field=field).path
+    elif name in BUNDLED:
+        path = BUNDLED[name].path()
     else:
-        spec = resolve_local(name, ctx.settings.home / "models", ctx.files.path_check(field))
-    file = spec.path / "tokenizer.json" if spec.path.is_dir() else None
+        raise NodeError(f"'{tokenizer}' is not a bundled model")
+    file = path / "tokenizer.json" if path.is_dir() else None
     if file is None or not file.is_file():
         raise NodeError(
             f"'{tokenizer}' has no tokenizer.json to count tokens with; use a local "
@@ -233,7 +228,7 @@ class EmbedChunks(Node):
 def _open_or_create(
     ctx: RunContext, name: str, location: str, model: str, dims: int, create: bool
 ) -> KnowledgeBase:
-    kbs = knowledge_bases(ctx, location)
+    kbs = ctx.knowledge.bases(location)
     if kbs.exists(name):
         kb = kbs.open(name)
         kb.check_model(model, dims)
@@ -354,9 +349,7 @@ class Retrieve(Node):
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
         if not inputs.query.strip():
             raise NodeError("the query is empty: connect a question")
-        kb = await ctx.to_thread(
-            lambda: knowledge_bases(ctx, inputs.location).open(inputs.knowledge_base)
-        )
+        kb = await ctx.to_thread(ctx.knowledge.open, inputs.knowledge_base, inputs.location)
         vectors, _dims = await embed_texts(ctx, kb.model, [inputs.query])
         hits = await ctx.to_thread(
             kb.search,
@@ -473,7 +466,7 @@ class Ingest(Node):
         summary: dict[str, int]
 
     async def run(self, ctx: RunContext, inputs: Inputs) -> Outputs:
-        kbs = knowledge_bases(ctx, inputs.location)
+        kbs = ctx.knowledge.bases(inputs.location)
         root = ctx.files.read_path(inputs.path, field="path")
         files = await ctx.to_thread(find_documents, root, pattern=inputs.pattern)
         kb: KnowledgeBase | None = None

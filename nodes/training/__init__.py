@@ -8,7 +8,7 @@ in the model catalogue and the LLM node's picker.
 
 from __future__ import annotations
 
-from flowbuilder.registry import Registry
+from flowbuilder.sdk import Registry
 from nodes.training import datasets, evaluate, quantize, tune
 
 

@@ -28,10 +28,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port, file_fingerprint
-from flowbuilder.types import DatasetRef, JSONValue
+from flowbuilder.sdk import (
+    DatasetRef,
+    JSONValue,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    RunContext,
+    file_fingerprint,
+)
 
 Shape = Literal["instruction", "chat", "preference", "text"]
 SHAPES: tuple[str, ...] = ("instruction", "chat", "preference", "text")

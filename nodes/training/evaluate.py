@@ -40,18 +40,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.files import FileAccessError, active_policy
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.providers.local import load_gguf, on_llama_thread, resolve_local
-from flowbuilder.types import DatasetRef, ImageRef, JSONValue
+from flowbuilder.sdk import (
+    DatasetRef,
+    FileAccessError,
+    ImageRef,
+    JSONValue,
+    ModelService,
+    Node,
+    NodeError,
+    NodeMeta,
+    Param,
+    Port,
+    RunContext,
+    fingerprint_model,
+    on_llama_thread,
+)
 from nodes.training.datasets import read_rows, shape_of
 from nodes.training.models import (
     dir_size,
     hf_dir,
     load_causal_lm,
-    models_dir,
     perplexity,
     perplexity_windows,
 )
@@ -114,7 +122,7 @@ def resolve_target(ctx: RunContext, model: str, backend: str) -> Target:
         raise NodeError("model: give a model id (local:smollm2, local:<name>) or a path")
     name = _local_name(model)
     try:
-        spec = resolve_local(name, models_dir(ctx), ctx.files.path_check("model"))
+        spec = ctx.models.resolve(name)
     except FileAccessError:
         raise
     except NodeError as exc:
@@ -371,19 +379,19 @@ def timed_generate(runner: Runner, ids: list[int], n: int) -> DecodeTiming:
 
 class LlamaCppRunner(Runner):
     """A GGUF model on llama.cpp (llama-cpp-python), loaded as the local LLM node loads
-    it (:func:`flowbuilder.providers.local.load_gguf`: context 2048, flash attention, one
+    it (:meth:`flowbuilder.sdk.ModelService.open_gguf`: context 2048, flash attention, one
     thread per core unless ``threads``). Perplexity by
     :func:`nodes.training.quantize.gguf_perplexity`, which opens its own instance with
     the logits of every position."""
 
     backend = "llama.cpp"
 
-    def __init__(self, path: Path, eos: int | None, threads: int = 0) -> None:
+    def __init__(self, models: ModelService, path: Path, eos: int | None, threads: int = 0):
         self.path = path
         self.eos = eos
         self.threads = threads or os.cpu_count() or 2
         try:
-            self.llm = load_gguf(path, self.threads)
+            self.llm = models.open_gguf(path, self.threads)
         except NodeError as exc:
             raise NodeError(f"model: {exc}") from None
 
@@ -549,12 +557,10 @@ class Evaluate(Node):
     def fingerprint(cls, params: dict[str, Any]) -> str | None:
         """The model file's size and modification time, so a model saved again under the
         same name is measured again."""
-        policy = active_policy()
-        if policy is None:
-            return None
         try:
-            name = _local_name(str(params.get("model", "")))
-            spec = resolve_local(name, policy.settings.home / "models", policy.resolve)
+            spec = fingerprint_model(_local_name(str(params.get("model", ""))))
+            if spec is None:
+                return None
             stat = spec.path.stat()
         except (NodeError, OSError):
             return None
@@ -604,7 +610,7 @@ def measure(
         assert target.gguf is not None
         tokenizer = gguf_tokenizer(ctx, target.gguf)
         start = time.perf_counter()
-        runner = LlamaCppRunner(target.path, tokenizer.eos_token_id, inputs.threads)
+        runner = LlamaCppRunner(ctx.models, target.path, tokenizer.eos_token_id, inputs.threads)
     else:
         runner = TransformersRunner(target.path)
         tokenizer = runner.tokenizer  # type: ignore[attr-defined]

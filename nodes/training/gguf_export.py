@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from flowbuilder.errors import NodeError
+from flowbuilder.sdk import NodeError
 
 # GGUF file types this module writes itself, by method name.
 WRITTEN_TYPES = ("f32", "f16", "q8_0")

@@ -25,10 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from flowbuilder.bundled import BUNDLED
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.providers.local import MODEL_NAME, store_candidates
+from flowbuilder.sdk import BUNDLED, MODEL_NAME, NodeError, RunContext, store_candidates
 
 NAME_PATTERN = MODEL_NAME
 

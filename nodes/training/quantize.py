@@ -26,10 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.providers.local import on_llama_thread
+from flowbuilder.sdk import Node, NodeError, NodeMeta, Param, Port, RunContext, on_llama_thread
 from nodes.training.gguf_export import (
     check_exportable,
     llama_quantize,
@@ -112,7 +109,7 @@ def gguf_perplexity(
     cut to ``max_tokens``, split into non-overlapping windows of ``window`` tokens; each
     window is evaluated from an empty KV cache (``Llama.reset``) with logits for every
     position (``logits_all=True``), and its first token is not predicted (on llama.cpp's
-    own thread, :func:`flowbuilder.providers.local.on_llama_thread`). Perplexity is
+    own thread, :func:`flowbuilder.sdk.on_llama_thread`). Perplexity is
     ``exp`` of the mean negative log-likelihood per predicted token (log-softmax in float64).
 
     Returns:

@@ -26,10 +26,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 
-from flowbuilder.context import RunContext
-from flowbuilder.errors import NodeError
-from flowbuilder.node import Node, NodeMeta, Param, Port
-from flowbuilder.types import DatasetRef
+from flowbuilder.sdk import DatasetRef, Node, NodeError, NodeMeta, Param, Port, RunContext
 from nodes.training.datasets import hh_to_messages, rows_of_shape
 from nodes.training.models import (
     check_name,
